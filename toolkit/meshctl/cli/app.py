@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import MeshctlError
-from . import admin, agent, control, deploy, derp, keys, lab, rotate, ssh, verify, workspace
+from . import admin, agent, control, deploy, derp, keys, lab, rotate, ssh, status, verify, workspace
 from .output import render_error
 
 __all__ = ["app", "main"]
@@ -51,7 +51,7 @@ def _root(
     """meshctl: control plane, DERP relays, node agents, deployment, verification and key rotation."""
 
 
-for _module in (workspace, keys, control, admin, derp, agent, lab, deploy, verify, rotate, ssh):
+for _module in (workspace, keys, control, admin, derp, agent, status, lab, deploy, verify, rotate, ssh):
     _module.register(app)
 
 
