@@ -1,11 +1,78 @@
-"""Command group: rotate node-keys/deploy-key/derp-mesh-key (issue 10). Not implemented yet."""
+"""Command group `meshctl rotate`: deploy-key, node-keys (fleet), node-key (this host), derp-mesh-key.
+
+Also registers `meshctl agent rotate --if-due` (the job `meshctl-rotate.timer` runs) on the agent group
+when `meshctl.cli.agent` exposes `agent_app`; otherwise the same job is `meshctl rotate due`.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-__all__ = ["register"]
+from ..errors import ConfigError
+from ..rotate.deploykey import created_comment, rotate_deploy_key
+from ..rotate.errors import RotateError
+from ..rotate.sshexec import SshRunner, shared_inventory_key, targets_from_inventory
+from ..workspace import find_workspace
+from .output import console, emit_json, err_console
+
+__all__ = ["register", "rotate_app"]
+
+rotate_app = typer.Typer(help="Rotate keys: deploy key, node keys, DERP mesh keys (never locking you out).",
+                         no_args_is_help=True)
+
+InventoryOpt = Annotated[Path, typer.Option("--inventory", "-i", help="pyinfra inventory file.")]
+WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", help="Workspace directory.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+
+
+def _progress(host: str, step: str, outcome: str) -> None:
+    err_console.print(f"{host:>16}  {step:<24} {outcome}", markup=False)
+
+
+@rotate_app.command("deploy-key")
+def deploy_key(
+    inventory: InventoryOpt,
+    workspace: WorkspaceOpt = None,
+    key: Annotated[Path | None, typer.Option("--key", help="The deploy key to rotate (default: the inventory's "
+                                                           "ssh_key, else the workspace's deploy key).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add a new deploy key everywhere, verify a login with it everywhere, then remove the old one.
+
+    If any host fails, nothing is removed anywhere and the failing hosts are named.
+    """
+    targets = targets_from_inventory(inventory)
+    if key is None:
+        key_text = shared_inventory_key(targets)
+        if key_text is None and any(t.inventory_key for t in targets):
+            raise RotateError("the inventory's hosts name different ssh_key files; rotate them one key at a time",
+                              hint="pass --key PATH and an inventory whose hosts all use that key")
+        key = Path(key_text) if key_text else find_workspace(workspace).deploy_key
+    ws_name = "mesh"
+    try:
+        ws_name = find_workspace(workspace).name
+    except ConfigError:  # a lab key outside any workspace is fine; the comment just says "mesh"
+        pass
+    result = rotate_deploy_key(targets, key, runner=SshRunner(), comment=created_comment(ws_name, time.time()),
+                               progress=None if json_out else _progress)
+    if json_out:
+        emit_json({"key": result.key_path, "old": result.old_public, "new": result.new_public,
+                   "hosts": list(result.hosts), "oldKeyLeftOn": result.old_key_left_on,
+                   "complete": result.complete, "resumed": result.resumed, "seconds": round(result.seconds, 2)})
+    else:
+        console.print(f"deploy key {result.key_path} rotated on {len(result.hosts)} hosts in "
+                      f"{result.seconds:.1f}s: {result.new_public.split()[1][-12:]} replaces "
+                      f"{result.old_public.split()[1][-12:]}")
+    if not result.complete:
+        left = ", ".join(f"{h} ({why})" for h, why in sorted(result.old_key_left_on.items()))
+        raise RotateError(f"the new key works everywhere, but the old key could not be removed on: {left}",
+                          hint="re-run the same command to finish (the old key is kept as .old until then)")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this group's commands to the root app."""
+    app.add_typer(rotate_app, name="rotate")
