@@ -1,0 +1,257 @@
+"""Host DNS configuration: point the host's resolver at MagicDNS, and put it back afterwards.
+
+Two modes, chosen when the agent starts:
+
+* **resolved** (systemd-resolved is running): per-link DNS on the mesh interface —
+  `resolvectl dns mesh0 100.100.100.100`, `resolvectl domain mesh0 ~<domain>`,
+  `resolvectl default-route mesh0 false` — so only mesh names go to MagicDNS and the rest of the
+  host's DNS stays as it was; `resolvectl revert mesh0` undoes it. Nothing on disk changes.
+* **file**: a managed `/etc/resolv.conf` naming 100.100.100.100, with the mesh domain first in
+  `search`. The original (a file's text and mode, a symlink's target, or its absence) is saved
+  first in the agent's state dir and put back by `restore()`. A regular file is rewritten in place,
+  so the unit can allow writing just `/etc/resolv.conf`.
+
+Crash safety: a backup left by a crashed agent is never overwritten by the next `apply()` (it is
+still the host's original), and `restore()` (or `recover()` at start when DNS is off) puts it back.
+
+MagicDNS forwards everything outside the mesh to `HostDns.upstreams()`: the resolvers the host
+used before the agent took over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import MeshctlError
+from .dns import MAGICDNS_ADDRESS
+
+__all__ = [
+    "MANAGED_MARKER",
+    "HostDns",
+    "HostDnsError",
+    "parse_resolv_conf",
+    "render_managed",
+    "resolved_apply_commands",
+    "resolved_revert_commands",
+]
+
+MANAGED_MARKER = "# managed by meshctl-agent"
+RESOLV_CONF = Path("etc/resolv.conf")
+RESOLVED_UPSTREAMS = Path("run/systemd/resolve/resolv.conf")
+RESOLVED_SOCKET = Path("run/systemd/resolve/io.systemd.Resolve")
+BACKUP = Path("var/lib/meshctl/agent/resolv.conf.backup.json")
+
+Runner = Callable[[Sequence[str]], None]
+
+
+class HostDnsError(MeshctlError):
+    """The host's DNS configuration could not be changed or restored."""
+
+
+def parse_resolv_conf(text: str) -> tuple[list[str], list[str], list[str]]:
+    """(nameservers, search domains, other option lines) of a resolv.conf."""
+    nameservers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        word, _, rest = line.partition(" ")
+        if word == "nameserver" and rest.strip():
+            nameservers.append(rest.strip())
+        elif word in ("search", "domain"):
+            search = rest.split()
+        elif word == "options":
+            options.append(line)
+    return nameservers, search, options
+
+
+def render_managed(domain: str, previous: str) -> str:
+    """The managed resolv.conf: MagicDNS only, mesh domain searched first, the previous options kept."""
+    _, search, options = parse_resolv_conf(previous)
+    domain = domain.rstrip(".")
+    domains = [domain, *(d for d in search if d.rstrip(".") != domain)]
+    lines = [
+        f"{MANAGED_MARKER}: MagicDNS answers mesh names and forwards the rest;",
+        "# the previous file is restored when the agent stops.",
+        f"nameserver {MAGICDNS_ADDRESS}",
+        f"search {' '.join(domains)}",
+        *options,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def resolved_apply_commands(interface: str, domain: str) -> list[list[str]]:
+    domain = domain.rstrip(".")
+    return [
+        ["resolvectl", "dns", interface, MAGICDNS_ADDRESS],
+        ["resolvectl", "domain", interface, f"~{domain}"],
+        ["resolvectl", "default-route", interface, "false"],
+    ]
+
+
+def resolved_revert_commands(interface: str) -> list[list[str]]:
+    return [["resolvectl", "revert", interface]]
+
+
+def _run(argv: Sequence[str]) -> None:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=15, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as err:
+        raise HostDnsError(f"{' '.join(argv)} failed: {err}") from None
+    if done.returncode != 0:
+        raise HostDnsError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
+
+
+class HostDns:
+    """Configures the host to use MagicDNS. `root` is "/" in production and a temp dir in tests."""
+
+    def __init__(
+        self,
+        domain: str,
+        interface: str = "mesh0",
+        *,
+        root: Path = Path("/"),
+        resolved: bool | None = None,
+        runner: Runner = _run,
+    ) -> None:
+        self.domain = domain
+        self.interface = interface
+        self.root = root
+        self.runner = runner
+        self.resolv_conf = root / RESOLV_CONF
+        self.backup = root / BACKUP
+        if resolved is None:
+            resolved = (root / RESOLVED_SOCKET).exists() and shutil.which("resolvectl") is not None
+        self.mode = "resolved" if resolved else "file"
+
+    # -- what MagicDNS forwards to ------------------------------------------------------------
+
+    def upstreams(self) -> list[tuple[str, int]]:
+        """The host's resolvers from before the agent took over (never MagicDNS itself)."""
+        if self.mode == "resolved":
+            text = _read(self.root / RESOLVED_UPSTREAMS)
+        else:
+            saved = self._load_backup()
+            if saved is None:
+                text = _read(self.resolv_conf)
+            elif saved["kind"] == "file":
+                text = str(saved["content"])
+            elif saved["kind"] == "symlink":
+                target = Path(str(saved["target"]))
+                text = _read(target if not target.is_absolute() else self.root / target.relative_to("/"))
+            else:
+                text = ""
+        servers, _, _ = parse_resolv_conf(text or "")
+        return [(s.split("%", 1)[0], 53) for s in servers if s != MAGICDNS_ADDRESS]
+
+    # -- apply / restore ---------------------------------------------------------------------
+
+    def apply(self) -> bool:
+        """Point the host at MagicDNS; returns False when it already was (idempotent)."""
+        if self.mode == "resolved":
+            for argv in resolved_apply_commands(self.interface, self.domain):
+                self.runner(argv)
+            return True
+        saved = self._load_backup()
+        if saved is None:
+            saved = self._snapshot()
+            self._write_backup(saved)
+        previous = str(saved.get("content", "")) if saved["kind"] == "file" else ""
+        if saved["kind"] == "symlink":
+            target = Path(str(saved["target"]))
+            previous = _read(target if not target.is_absolute() else self.root / target.relative_to("/")) or ""
+        wanted = render_managed(self.domain, previous)
+        if not self.resolv_conf.is_symlink() and _read(self.resolv_conf) == wanted:
+            return False
+        self._write_resolv_conf(wanted, 0o644)
+        return True
+
+    def restore(self) -> bool:
+        """Undo `apply()`; returns False when there was nothing to undo."""
+        if self.mode == "resolved":
+            for argv in resolved_revert_commands(self.interface):
+                self.runner(argv)
+            return True
+        saved = self._load_backup()
+        if saved is None:
+            return False
+        current = None if self.resolv_conf.is_symlink() else _read(self.resolv_conf)
+        if current is not None and current.startswith(MANAGED_MARKER):
+            if saved["kind"] == "file":
+                self._write_resolv_conf(str(saved["content"]), int(str(saved.get("mode", 0o644))))
+            elif saved["kind"] == "symlink":
+                tmp = self.resolv_conf.with_name(".resolv.conf.meshctl-tmp")
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                os.symlink(str(saved["target"]), tmp)
+                os.replace(tmp, self.resolv_conf)
+            else:
+                self.resolv_conf.unlink()
+        # else: someone (a DHCP client, an admin) replaced our file since: theirs wins.
+        self.backup.unlink()
+        return True
+
+    recover = restore
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, object]:
+        path = self.resolv_conf
+        if path.is_symlink():
+            return {"kind": "symlink", "target": os.readlink(path)}
+        try:
+            return {"kind": "file", "content": path.read_text(), "mode": path.stat().st_mode & 0o7777}
+        except FileNotFoundError:
+            return {"kind": "absent"}
+
+    def _load_backup(self) -> dict[str, object] | None:
+        try:
+            data = json.loads(self.backup.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise HostDnsError(f"the resolv.conf backup {self.backup} is unreadable: {err}",
+                               hint="restore /etc/resolv.conf by hand, then delete the backup") from None
+        if not isinstance(data, dict) or data.get("kind") not in ("file", "symlink", "absent"):
+            raise HostDnsError(f"the resolv.conf backup {self.backup} is not one meshctl wrote")
+        return data
+
+    def _write_backup(self, saved: dict[str, object]) -> None:
+        self.backup.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.backup.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(saved, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.backup)
+
+    def _write_resolv_conf(self, text: str, mode: int) -> None:
+        path = self.resolv_conf
+        if path.is_symlink():
+            # Replacing a symlink needs /etc writable; a regular file is rewritten in place below.
+            tmp = path.with_name(".resolv.conf.meshctl-tmp")
+            tmp.write_text(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+            return
+        with open(path, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(path, mode)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
