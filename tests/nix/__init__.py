@@ -1,0 +1,1 @@
+"""Tests of the NixOS module, package and flake (tier tests/nix)."""

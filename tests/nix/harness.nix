@@ -1,0 +1,93 @@
+# Evaluation harness for nix/module.nix: nixpkgs' lib.evalModules with small stub declarations of the
+# NixOS options the module sets, and a fake `pkgs` (no nixpkgs checkout, nothing is built).
+#
+#   nix-instantiate --eval --strict --json --readonly-mode -E \
+#     '(import tests/nix/harness.nix { libPath = /path/to/nixpkgs/lib; }).eval { services.meshctl.node = { … }; }'
+#
+# `eval MODULE` returns what tests assert on: failed assertion messages, the systemd units and
+# timers, firewall settings, /etc entries (with the settings each config file was rendered from),
+# users and groups. Used by tests/nix/test_nix_eval.py.
+{ libPath, modulePath ? ../../nix/module.nix, flakePath ? ../../flake.nix }:
+
+let
+  lib = import libPath;
+  inherit (lib) mkOption types;
+
+  fakeHash = "0000000000000000000000000000000a";
+  fakePkg = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/nix/store/${fakeHash}-${name}";
+    meta.mainProgram = name;
+  };
+  pkgs = {
+    meshctl = fakePkg "meshctl";
+    wireguard-tools = fakePkg "wireguard-tools";
+    wireguard-go = fakePkg "wireguard-go";
+    iproute2 = fakePkg "iproute2";
+    nftables = fakePkg "nftables";
+    # Stands in for building nix/package.nix (the flake's module default).
+    callPackage = path: args: fakePkg "meshctl-from-${baseNameOf (toString path)}";
+    stdenv.hostPlatform.system = "x86_64-linux";
+    # Like nixpkgs' pkgs.formats.toml, but "rendering" keeps the value so tests can inspect it.
+    formats.toml = { }: {
+      type = types.attrsOf types.anything;
+      generate = name: value: {
+        outPath = "/nix/store/${fakeHash}-${name}";
+        inherit name;
+        rendered = value;
+      };
+    };
+  };
+
+  anyList = mkOption { type = types.listOf types.anything; default = [ ]; };
+  anyAttrs = mkOption { type = types.attrsOf (types.attrsOf types.anything); default = { }; };
+  stubs = {
+    options = {
+      assertions = anyList;
+      warnings = anyList;
+      environment.systemPackages = anyList;
+      environment.etc = anyAttrs;
+      users.users = anyAttrs;
+      users.groups = anyAttrs;
+      networking.firewall = {
+        allowedTCPPorts = anyList;
+        allowedUDPPorts = anyList;
+        trustedInterfaces = anyList;
+      };
+      systemd.services = anyAttrs;
+      systemd.timers = anyAttrs;
+    };
+  };
+
+  summarize = config: {
+    assertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+    inherit (config) warnings;
+    services = config.systemd.services;
+    timers = config.systemd.timers;
+    firewall = config.networking.firewall;
+    etc = lib.mapAttrs (_: e: { path = "${e.source}"; settings = e.source.rendered; }) config.environment.etc;
+    users = config.users.users;
+    groups = lib.attrNames config.users.groups;
+    systemPackages = map (p: p.name) config.environment.systemPackages;
+    package = config.services.meshctl.package.name;
+  };
+
+  evalWith = modules: summarize (lib.evalModules {
+    modules = [ stubs ] ++ modules;
+    specialArgs = { inherit pkgs; };
+  }).config;
+
+  flake = import flakePath;
+  flakeOutputs = flake.outputs {
+    self = flakeOutputs;
+    nixpkgs = { inherit lib; };
+  };
+in
+{
+  # The module as a user imports it (path import of nix/module.nix).
+  eval = module: evalWith [ modulePath module ];
+  # The module as the flake exports it (nixosModules.default, which sets the package).
+  evalFlake = module: evalWith [ flakeOutputs.nixosModules.default module ];
+  hasExternalPath = types ? externalPath;
+}
