@@ -10,6 +10,8 @@
     socket        = "/run/meshctl/agent.sock"
     derp_home     = 900                                # optional: pin the home DERP region
     hostname      = "web1"                             # optional: defaults to the host name
+    magic_dns     = true                               # serve 100.100.100.100 and point the host at it
+    packet_filter = true                               # enforce the netmap's packetFilter with nftables
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = ["DEFAULT_CONFIG_PATH", "AgentConfig", "load_config", "parse_config"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/meshctl/agent.toml")
 _KNOWN = {"control_url", "control_key", "state_dir", "auth_key_file", "interface", "port", "backend", "socket",
-          "derp_home", "hostname"}
+          "derp_home", "hostname", "magic_dns", "packet_filter"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class AgentConfig:
     socket: Path = Path("/run/meshctl/agent.sock")
     derp_home: int | None = None
     hostname: str = ""
+    magic_dns: bool = True
+    packet_filter: bool = True
 
     @property
     def disco_port(self) -> int:
@@ -104,6 +108,9 @@ def parse_config(data: dict[str, Any], path: str = "agent.toml") -> AgentConfig:
         if backend not in ("auto", "kernel", "userspace"):
             raise AgentConfigError(f"backend must be auto, kernel or userspace, got {backend!r}", path=path)
         kw["backend"] = backend
+    for name in ("magic_dns", "packet_filter"):
+        if (v := _get(data, name, bool, path)) is not None:
+            kw[name] = v
     if (home := _get(data, "derp_home", int, path)) is not None:
         if home <= 0:
             raise AgentConfigError(f"derp_home must be a DERP region id (e.g. 900), got {home}", path=path)
