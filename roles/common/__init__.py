@@ -1,0 +1,3 @@
+"""Role `common` (see deploy.py)."""
+
+from __future__ import annotations

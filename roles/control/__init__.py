@@ -1,0 +1,3 @@
+"""Role `control` (see deploy.py)."""
+
+from __future__ import annotations

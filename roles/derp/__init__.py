@@ -1,0 +1,3 @@
+"""Role `derp` (see deploy.py)."""
+
+from __future__ import annotations

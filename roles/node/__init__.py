@@ -1,0 +1,3 @@
+"""Role `node` (see deploy.py)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Role `ssh` (see deploy.py)."""
+
+from __future__ import annotations
