@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..keys import ControlPublicKey, KeyFormatError
+from ..keys import ControlPublicKey, KeysError
 from .errors import AgentConfigError
 from .wgbackend import Backend
 
@@ -88,7 +88,7 @@ def parse_config(data: dict[str, Any], path: str = "agent.toml") -> AgentConfig:
                                hint="read it with `meshctl control key` on the control host")
     try:
         key = ControlPublicKey.from_text(key_text)
-    except KeyFormatError as err:
+    except KeysError as err:
         raise AgentConfigError(f"control_key: {err}", path=path) from None
     kw: dict[str, Any] = {}
     for name in ("state_dir", "auth_key_file", "socket"):
