@@ -26,6 +26,8 @@ Public API (also exported from `meshctl.derp`)::
     await client.ping(timeout=5.0) -> float   round trip in seconds; PingTimeoutError
     await client.note_preferred(preferred)
     await client.forward(src, dst, packet)    mesh peers: ForwardPacket
+    client.send_nowait(dst, packet) -> bool   no await; False = dropped (socket backed up > 4 MiB, or closed)
+    client.forward_nowait(src, dst, packet) -> bool
     await client.close_peer(key)              mesh peers: ClosePeer
     await client.close()
     client.server_public_key: DerpPublicKey | None      known after connect()
@@ -38,6 +40,7 @@ Public API (also exported from `meshctl.derp`)::
     await rc.wait_connected(timeout=None) -> bool
     await rc.send(dst, packet)                drops the packet (counted in rc.dropped) while disconnected
     await rc.recv() -> DerpEvent | Connected(server_key) | Disconnected(reason)
+    rc.send_nowait(dst, packet) -> bool / rc.forward_nowait(src, dst, packet) -> bool
     await rc.ping(timeout) / rc.note_preferred(p) (remembered across reconnects) / rc.close()
     rc.connected, rc.server_public_key, rc.connects (number of successful connects)
 
@@ -109,6 +112,7 @@ __all__ = [
 _READ_CHUNK = 1 << 16
 _EVENT_QUEUE = 1024
 KEEPALIVE_DEAD_AFTER = 120.0  # 2x the server's 60 s keepalive
+NOWAIT_BUFFER_LIMIT = 4 << 20  # send_nowait/forward_nowait drop above this much unsent data
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +337,26 @@ class DerpClient:
     async def forward(self, src: NodePublicKey, dst: NodePublicKey, packet: bytes) -> None:
         await self._write_drain(encode_frame(ForwardPacket(src, dst, packet)))
 
+    def send_nowait(self, dst: NodePublicKey | bytes, packet: bytes) -> bool:
+        """Queue a SendPacket without waiting; False (packet dropped) if the socket is backed up or closed."""
+        return self._nowait(FrameType.SEND_PACKET, (bytes(dst), packet))
+
+    def forward_nowait(self, src: NodePublicKey | bytes, dst: NodePublicKey | bytes, packet: bytes) -> bool:
+        """Mesh peers: queue a ForwardPacket without waiting; False if dropped."""
+        return self._nowait(FrameType.FORWARD_PACKET, (bytes(src), bytes(dst), packet))
+
+    def _nowait(self, ftype: FrameType, parts: tuple[bytes, ...]) -> bool:
+        writer = self._writer
+        if writer is None or self._closed or self._error is not None or writer.is_closing():
+            return False
+        if writer.transport.get_write_buffer_size() > NOWAIT_BUFFER_LIMIT:
+            return False
+        length = sum(len(p) for p in parts)
+        if length - KEY_LEN * (len(parts) - 1) > MAX_PACKET_SIZE:
+            raise LocalProtocolError(f"DERP packet is {len(parts[-1])} bytes, limit {MAX_PACKET_SIZE}")
+        writer.write(b"".join((frame_header(ftype, length), *parts)))
+        return True
+
     async def close_peer(self, key: NodePublicKey) -> None:
         await self._write_drain(encode_frame(ClosePeer(key)))
 
@@ -498,18 +522,21 @@ class ReconnectingDerpClient:
             with contextlib.suppress(DerpClosedError):
                 await client.note_preferred(preferred)
 
-    async def forward(self, src: NodePublicKey, dst: NodePublicKey, packet: bytes) -> bool:
-        """Mesh use: ForwardPacket if connected; False if dropped."""
+    def send_nowait(self, dst: NodePublicKey | bytes, packet: bytes) -> bool:
+        """SendPacket without waiting; False (counted in `dropped`) if disconnected or backed up."""
         client = self._client
-        if client is None or not client.connected:
-            self.dropped += 1
-            return False
-        try:
-            await client.forward(src, dst, packet)
-        except DerpClosedError:
-            self.dropped += 1
-            return False
-        return True
+        if client is not None and client.send_nowait(dst, packet):
+            return True
+        self.dropped += 1
+        return False
+
+    def forward_nowait(self, src: NodePublicKey | bytes, dst: NodePublicKey | bytes, packet: bytes) -> bool:
+        """Mesh use: ForwardPacket without waiting; False (counted in `dropped`) if it could not be queued."""
+        client = self._client
+        if client is not None and client.forward_nowait(src, dst, packet):
+            return True
+        self.dropped += 1
+        return False
 
     async def close(self) -> None:
         self._closed = True

@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from .errors import StunParseError
 from .message import build_response, parse_request, response_allowed
@@ -30,8 +30,8 @@ class StunServer(asyncio.DatagramProtocol):
         self.dropped: Counter[str] = Counter()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # (3.11's selector datagram transport does not subclass DatagramTransport; it has its methods)
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
