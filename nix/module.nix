@@ -26,7 +26,8 @@ let
   # A secret file: an absolute path outside the Nix store, given as a string. Newer nixpkgs lib has
   # types.externalPath (rejects path literals and store paths at type-check time); older lib falls
   # back to types.str (which already refuses a path literal) plus the `secretAssertions` below.
-  secretPathType = if types ? externalPath then types.externalPath else types.str;
+  secretPathType = if types ? externalPath then types.externalPath
+    else types.str // { description = "string holding an absolute path outside the Nix store"; };
 
   secretOption = { description, example }: mkOption {
     type = types.nullOr secretPathType;
@@ -40,7 +41,7 @@ let
     '';
   };
 
-  listenType = types.strMatching "([^]:[]+|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}";
+  listenType = types.strMatching "([A-Za-z0-9._-]+|[[][0-9A-Fa-f:.]+[]]):[0-9]{1,5}";
   durationType = types.strMatching "[0-9]+[smhdw]?";
 
   hostOf = listen: let m = builtins.match "(.*):[0-9]+" listen; in if m == null then "" else builtins.head m;

@@ -18,7 +18,7 @@ let
     type = "derivation";
     inherit name;
     outPath = "/nix/store/${fakeHash}-${name}";
-    meta.mainProgram = name;
+    meta.mainProgram = if lib.hasPrefix "meshctl" name then "meshctl" else name;
   };
   pkgs = {
     meshctl = fakePkg "meshctl";

@@ -1,0 +1,350 @@
+"""nix/module.nix evaluated with nixpkgs' lib.evalModules (tests/nix/harness.nix stubs the NixOS options it sets).
+
+Needs NIXPKGS_LIB (a nixpkgs lib/ directory); skipped with that reason without it. Checks what a NixOS
+user relies on: the rendered units (ExecStart, credentials, capabilities, hardening), firewall ports,
+config files, and that bad configurations fail with a readable message — a secret given as a Nix path
+literal or a store path above all, since it would end up world-readable in /nix/store.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .nixtool import HARNESS, Nix, NixError, NixPath, harness_expr, nix_path
+
+PKG = "/nix/store/0000000000000000000000000000000a-meshctl"
+MESHCTL = f"{PKG}/bin/meshctl"
+CTRLKEY = "ctrlkey:" + "ab" * 32
+NODE = {"enable": True, "controlUrl": "https://control.example.com", "controlKey": CTRLKEY}
+
+
+class Harness:
+    def __init__(self, nix: Nix, lib: Path) -> None:
+        self.nix = nix
+        self.lib = lib
+
+    def eval(self, module: dict[str, Any], select: str = "", entry: str = "eval") -> Any:
+        return self.nix.eval(harness_expr(self.lib, entry, module, select))
+
+    def failed(self, module: dict[str, Any]) -> list[str]:
+        """Messages of the assertions that fail for `module`."""
+        return list(self.eval(module, ".assertions"))
+
+    def error(self, module: dict[str, Any], select: str = "") -> str:
+        """Nix's error message for a module that must not evaluate."""
+        with pytest.raises(NixError) as info:
+            self.eval(module, select)
+        return " ".join(info.value.stderr.split())
+
+    @property
+    def has_external_path(self) -> bool:
+        """Whether this lib has types.externalPath (else the module falls back to str + assertion)."""
+        return bool(self.nix.eval(f"(import {nix_path(HARNESS)} {{ libPath = {nix_path(self.lib)}; }}).hasExternalPath"))
+
+
+@pytest.fixture(scope="module")
+def h(nix: Nix, nixpkgs_lib: Path) -> Harness:
+    return Harness(nix, nixpkgs_lib)
+
+
+def argv(exec_start: str) -> list[str]:
+    return shlex.split(exec_start)
+
+
+# ---------------------------------------------------------------- nothing enabled
+
+
+def test_nix_module_inert_when_nothing_enabled(h: Harness) -> None:
+    out = h.eval({})
+    assert out["services"] == {}
+    assert out["timers"] == {}
+    assert out["firewall"] == {"allowedTCPPorts": [], "allowedUDPPorts": [], "trustedInterfaces": []}
+    assert out["systemPackages"] == []
+    assert out["etc"] == {}
+    assert out["assertions"] == []
+
+
+# ---------------------------------------------------------------- node
+
+
+def test_nix_node_unit_config_and_credentials(h: Harness) -> None:
+    out = h.eval({"services.meshctl.node": {**NODE, "authKeyFile": "/run/secrets/meshctl-authkey"}})
+    assert out["assertions"] == []
+    unit = out["services"]["meshctl-agent"]
+    sc = unit["serviceConfig"]
+    conf = out["etc"]["meshctl/agent.toml"]
+    assert argv(sc["ExecStart"]) == [MESHCTL, "agent", "run", "--config", conf["path"]]
+    # The secret is passed by systemd at run time; the config names the credentials copy, not the source.
+    assert sc["LoadCredential"] == ["authkey:/run/secrets/meshctl-authkey"]
+    assert conf["settings"] == {
+        "control_url": "https://control.example.com",
+        "control_key": CTRLKEY,
+        "state_dir": "/var/lib/meshctl/agent",
+        "auth_key_file": "/run/credentials/meshctl-agent.service/authkey",
+        "interface": "mesh0",
+        "port": 41641,
+        "backend": "auto",
+    }
+    assert sorted(sc["CapabilityBoundingSet"]) == ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+    assert sorted(sc["AmbientCapabilities"]) == ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+    assert sc["DeviceAllow"] == ["/dev/net/tun rw"] and sc["DevicePolicy"] == "closed"
+    assert "AF_NETLINK" in sc["RestrictAddressFamilies"]
+    assert sc["StateDirectory"] == "meshctl/agent" and sc["StateDirectoryMode"] == "0700"
+    assert "meshctl" in sc["RuntimeDirectory"]  # /run/meshctl/agent.sock
+    assert sc["ProtectSystem"] == "strict" and sc["NoNewPrivileges"] is True and sc["ProtectHome"] is True
+    tools = {p.split("-", 1)[1] for p in unit["path"]}
+    assert {"wireguard-tools", "wireguard-go", "iproute2", "nftables"} <= tools, tools
+    assert unit["wantedBy"] == ["multi-user.target"]
+    # Closed by default: no ports, interface not trusted.
+    assert out["firewall"] == {"allowedTCPPorts": [], "allowedUDPPorts": [], "trustedInterfaces": []}
+    assert out["systemPackages"] == ["meshctl"]
+
+
+def test_nix_node_without_auth_key_has_no_credential(h: Harness) -> None:
+    out = h.eval({"services.meshctl.node": NODE})
+    sc = out["services"]["meshctl-agent"]["serviceConfig"]
+    assert sc["LoadCredential"] == []
+    assert "auth_key_file" not in out["etc"]["meshctl/agent.toml"]["settings"]
+
+
+def test_nix_node_firewall_interface_and_extra_args(h: Harness) -> None:
+    out = h.eval({"services.meshctl.node": {
+        **NODE, "openFirewall": True, "trustInterface": True, "interfaceName": "wgmesh", "port": 51000,
+        "backend": "userspace", "extraArgs": ["--log-level", "debug 100%", "$HOME"],
+    }})
+    assert out["firewall"]["allowedUDPPorts"] == [51000, 51001]  # WireGuard, then the disco/STUN socket
+    assert out["firewall"]["trustedInterfaces"] == ["wgmesh"]
+    settings = out["etc"]["meshctl/agent.toml"]["settings"]
+    assert (settings["interface"], settings["port"], settings["backend"]) == ("wgmesh", 51000, "userspace")
+    exec_start = out["services"]["meshctl-agent"]["serviceConfig"]["ExecStart"]
+    # systemd would expand % and $: user values reach the program literally.
+    assert exec_start.endswith(' --log-level "debug 100%%" "$$HOME"')
+
+
+def test_nix_node_requires_control_url_and_key(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.node.enable": True})
+    assert any("services.meshctl.node.enable is set but controlUrl is not" in m for m in failed), failed
+    assert any("services.meshctl.node.enable is set but controlKey is not" in m and "ctrlkey:" in m
+               for m in failed), failed
+    assert len(failed) == 2
+
+
+def test_nix_node_control_url_scheme_checked(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.node": {**NODE, "controlUrl": "control.example.com:8080"}})
+    assert failed == ['services.meshctl.node.controlUrl = "control.example.com:8080": want an http:// or '
+                      "https:// URL."]
+
+
+def test_nix_node_control_key_must_be_a_ctrlkey(h: Harness) -> None:
+    err = h.error({"services.meshctl.node": {**NODE, "controlKey": "nodekey:" + "ab" * 32}})
+    assert "services.meshctl.node.controlKey" in err and "is not of type" in err
+
+
+def test_nix_secret_path_literal_rejected(h: Harness) -> None:
+    # `./authkey` would be copied into the world-readable store: a type error, whatever lib version.
+    err = h.error({"services.meshctl.node": {**NODE, "authKeyFile": NixPath("./authkey")}})
+    assert "services.meshctl.node.authKeyFile" in err and "is not of type" in err and "Nix store" in err, err
+
+
+def test_nix_secret_under_store_dir_caught_by_assertion(h: Harness) -> None:
+    # Not a well-formed store path, so types.externalPath lets it through; the assertion still refuses it.
+    failed = h.failed({"services.meshctl.node": {**NODE, "authKeyFile": "/nix/store/abc-authkey"}})
+    assert failed == ['services.meshctl.node.authKeyFile = "/nix/store/abc-authkey": a secret must be an absolute '
+                      "path outside /nix/store (a file in the Nix store is world-readable); point it at e.g. "
+                      "/run/secrets/… or /etc/meshctl/…."]
+
+
+def test_nix_secret_store_path_rejected(h: Harness) -> None:
+    module = {"services.meshctl.derp": {"enable": True, "meshWith": ["https://derp2.example.com"],
+                                        "meshKeyFile": "/nix/store/0000000000000000000000000000000b-mesh.key"}}
+    if h.has_external_path:
+        err = h.error(module)
+        assert "services.meshctl.derp.meshKeyFile" in err and "not in the Nix store" in err, err
+    else:
+        failed = h.failed(module)
+        assert len(failed) == 1 and failed[0].startswith(
+            'services.meshctl.derp.meshKeyFile = "/nix/store/0000000000000000000000000000000b-mesh.key": '
+            "a secret must be an absolute path outside /nix/store"), failed
+
+
+def test_nix_secret_relative_path_rejected(h: Harness) -> None:
+    module = {"services.meshctl.control": {"enable": True, "tls": {"certFile": "certs/cert.pem",
+                                                                   "keyFile": "/etc/ssl/key.pem"}}}
+    if h.has_external_path:
+        err = h.error(module)
+        assert "services.meshctl.control.tls.certFile" in err and "absolute path" in err, err
+    else:
+        failed = h.failed(module)
+        assert len(failed) == 1 and failed[0].startswith('services.meshctl.control.tls.certFile = "certs/cert.pem"')
+
+
+# ---------------------------------------------------------------- control
+
+
+def test_nix_control_defaults(h: Harness) -> None:
+    out = h.eval({"services.meshctl.control.enable": True})
+    assert out["assertions"] == []
+    sc = out["services"]["meshctl-control"]["serviceConfig"]
+    conf = out["etc"]["meshctl/control.toml"]
+    assert argv(sc["ExecStart"]) == [MESHCTL, "control", "serve", "--config", conf["path"],
+                                      "--state-dir", "/var/lib/meshctl/control", "--listen", "127.0.0.1:8080"]
+    assert sc["User"] == "meshctl-control" and sc["StateDirectory"] == "meshctl/control"
+    assert sc["CapabilityBoundingSet"] == [""] and sc["AmbientCapabilities"] == []
+    assert sc["PrivateDevices"] is True and sc["LoadCredential"] == []
+    assert "AF_NETLINK" not in sc["RestrictAddressFamilies"]
+    assert out["users"]["meshctl-control"]["isSystemUser"] is True
+    assert "meshctl-control" in out["groups"]
+    assert out["firewall"]["allowedTCPPorts"] == []
+
+
+def test_nix_control_tls_db_firewall_settings(h: Harness) -> None:
+    out = h.eval({"services.meshctl.control": {
+        "enable": True, "listen": "0.0.0.0:443", "openFirewall": True, "domain": "mesh.example.com",
+        "database": "postgresql+psycopg:///meshctl?host=/run/postgresql",
+        "tls": {"certFile": "/var/lib/acme/c/fullchain.pem", "keyFile": "/var/lib/acme/c/key.pem"},
+        "settings": {"node_key_expiry": "90d", "derp": {"regions": [{"id": 900, "code": "fra"}]}},
+    }})
+    assert out["assertions"] == []
+    sc = out["services"]["meshctl-control"]["serviceConfig"]
+    args = argv(sc["ExecStart"])
+    assert args[args.index("--listen") + 1] == "0.0.0.0:443"
+    assert args[args.index("--db") + 1] == "postgresql+psycopg:///meshctl?host=/run/postgresql"
+    assert args[args.index("--tls-cert") + 1] == "%d/tls-cert" and args[args.index("--tls-key") + 1] == "%d/tls-key"
+    assert sc["LoadCredential"] == ["tls-cert:/var/lib/acme/c/fullchain.pem", "tls-key:/var/lib/acme/c/key.pem"]
+    assert sc["CapabilityBoundingSet"] == ["", "CAP_NET_BIND_SERVICE"]
+    assert sc["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert out["firewall"]["allowedTCPPorts"] == [443]
+    assert "postgresql.service" in out["services"]["meshctl-control"]["after"]
+    assert out["etc"]["meshctl/control.toml"]["settings"] == {
+        "domain": "mesh.example.com", "node_key_expiry": "90d", "derp": {"regions": [{"id": 900, "code": "fra"}]},
+    }
+
+
+def test_nix_control_sqlite_path_becomes_url(h: Harness) -> None:
+    out = h.eval({"services.meshctl.control": {"enable": True, "database": "/srv/meshctl/control.db"}})
+    args = argv(out["services"]["meshctl-control"]["serviceConfig"]["ExecStart"])
+    assert args[args.index("--db") + 1] == "sqlite:////srv/meshctl/control.db"
+
+
+def test_nix_control_database_password_refused(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.control": {
+        "enable": True, "database": "postgresql+psycopg://meshctl:hunter2@db.example.com/meshctl"}})
+    assert len(failed) == 1 and "holds a password" in failed[0] and "world-readable" in failed[0], failed
+
+
+def test_nix_control_tls_needs_both_files(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.control": {"enable": True, "tls": {"certFile": "/etc/ssl/c.pem"}}})
+    assert failed == ["services.meshctl.control.tls: set both certFile and keyFile, or neither (got only certFile)."]
+
+
+def test_nix_control_listen_checked(h: Harness) -> None:
+    err = h.error({"services.meshctl.control": {"enable": True, "listen": "8080"}})
+    assert "services.meshctl.control.listen" in err and "is not of type" in err
+    failed = h.failed({"services.meshctl.control": {"enable": True, "listen": "0.0.0.0:70000"}})
+    assert failed == ['services.meshctl.control.listen = "0.0.0.0:70000": the port must be between 1 and 65535.']
+    out = h.eval({"services.meshctl.control": {"enable": True, "listen": "[::1]:8080"}}, ".services")
+    assert argv(out["meshctl-control"]["serviceConfig"]["ExecStart"])[-1] == "[::1]:8080"
+
+
+# ---------------------------------------------------------------- DERP
+
+
+def test_nix_derp_full(h: Harness) -> None:
+    out = h.eval({"services.meshctl.derp": {
+        "enable": True, "regionId": 901, "regionCode": "fra", "openFirewall": True,
+        "verifyUrl": "https://control.example.com/derp/verify", "verifyTokenFile": "/etc/meshctl/derp-token",
+        "meshWith": ["https://derp2.example.com", "https://derp3.example.com"],
+        "meshKeyFile": "/etc/meshctl/derp-mesh.key",
+        "tls": {"certFile": "/var/lib/acme/d/fullchain.pem", "keyFile": "/var/lib/acme/d/key.pem"},
+    }})
+    assert out["assertions"] == []
+    unit = out["services"]["meshctl-derp"]
+    sc = unit["serviceConfig"]
+    assert argv(sc["ExecStart"]) == [
+        MESHCTL, "derp", "serve", "--listen", "0.0.0.0:443", "--stun-listen", "0.0.0.0:3478",
+        "--key-file", "/var/lib/meshctl/derp/derp.key", "--region-id", "901",
+        "--tls-cert", "%d/tls-cert", "--tls-key", "%d/tls-key",
+        "--verify-url", "https://control.example.com/derp/verify", "--verify-token-file", "%d/verify-token",
+        "--mesh-with", "https://derp2.example.com,https://derp3.example.com", "--mesh-key-file", "%d/mesh-key",
+    ]
+    assert sorted(sc["LoadCredential"]) == sorted([
+        "tls-cert:/var/lib/acme/d/fullchain.pem", "tls-key:/var/lib/acme/d/key.pem",
+        "verify-token:/etc/meshctl/derp-token", "mesh-key:/etc/meshctl/derp-mesh.key"])
+    assert sc["User"] == "meshctl-derp" and sc["StateDirectory"] == "meshctl/derp"
+    assert sc["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert "region 901 fra" in unit["description"]
+    assert out["firewall"]["allowedTCPPorts"] == [443, 80]
+    assert out["firewall"]["allowedUDPPorts"] == [3478]
+
+
+def test_nix_derp_unprivileged_ports(h: Harness) -> None:
+    out = h.eval({"services.meshctl.derp": {"enable": True, "listen": "10.0.0.5:8443", "stunPort": 3479,
+                                            "openFirewall": True}})
+    sc = out["services"]["meshctl-derp"]["serviceConfig"]
+    args = argv(sc["ExecStart"])
+    assert args[args.index("--stun-listen") + 1] == "10.0.0.5:3479"
+    assert "--verify-url" not in args and "--mesh-with" not in args and "--tls-cert" not in args
+    assert sc["CapabilityBoundingSet"] == [""] and sc["AmbientCapabilities"] == []
+    assert out["firewall"]["allowedTCPPorts"] == [8443, 80]
+    assert out["firewall"]["allowedUDPPorts"] == [3479]
+
+
+def test_nix_derp_mesh_needs_key_and_verify_needs_token(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.derp": {"enable": True, "meshWith": ["https://derp2.example.com"],
+                                                 "verifyUrl": "https://control.example.com/derp/verify"}})
+    assert len(failed) == 2, failed
+    assert any(m.startswith("services.meshctl.derp.meshWith is set but meshKeyFile is not") for m in failed)
+    assert any(m.startswith("services.meshctl.derp: verifyUrl and verifyTokenFile go together") for m in failed)
+
+
+def test_nix_derp_region_id_range(h: Harness) -> None:
+    err = h.error({"services.meshctl.derp": {"enable": True, "regionId": 42}})
+    assert "services.meshctl.derp.regionId" in err and "is not of type" in err
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def test_nix_rotation_timer_and_job(h: Harness) -> None:
+    out = h.eval({"services.meshctl.node": NODE, "services.meshctl.rotation": {
+        "enable": True, "schedule": "*-*-* 03:00:00", "nodeKeyMaxAge": "90d", "sshHostCertRenewBefore": "7d"}})
+    assert out["assertions"] == []
+    job = out["services"]["meshctl-rotate"]
+    assert argv(job["serviceConfig"]["ExecStart"]) == [
+        MESHCTL, "agent", "rotate", "--if-due", "--node-key-max-age", "90d", "--host-cert-renew-before", "7d"]
+    assert job["serviceConfig"]["Type"] == "oneshot"
+    assert "meshctl-agent.service" in job["requires"]
+    assert out["timers"]["meshctl-rotate"]["timerConfig"]["OnCalendar"] == "*-*-* 03:00:00"
+    assert out["timers"]["meshctl-rotate"]["wantedBy"] == ["timers.target"]
+
+
+def test_nix_rotation_needs_node(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.rotation.enable": True})
+    assert len(failed) == 1 and failed[0].startswith(
+        "services.meshctl.rotation.enable needs services.meshctl.node.enable"), failed
+
+
+def test_nix_rotation_duration_checked(h: Harness) -> None:
+    err = h.error({"services.meshctl.node": NODE, "services.meshctl.rotation": {"enable": True,
+                                                                                 "nodeKeyMaxAge": "90 days"}})
+    assert "services.meshctl.rotation.nodeKeyMaxAge" in err
+
+
+# ---------------------------------------------------------------- flake wiring
+
+
+def test_nix_flake_module_sets_package_with_mkdefault(h: Harness) -> None:
+    # nixosModules.default builds nix/package.nix (the harness' callPackage stands in for the build) ...
+    out = h.eval({"services.meshctl.node": NODE}, entry="evalFlake")
+    assert out["package"] == "meshctl-from-package.nix"
+    exec_start = out["services"]["meshctl-agent"]["serviceConfig"]["ExecStart"]
+    assert exec_start.startswith("/nix/store/0000000000000000000000000000000a-meshctl-from-package.nix/bin/meshctl ")
+    # ... and a user's own package still wins.
+    mine = {"type": "derivation", "name": "my-meshctl", "outPath": "/nix/store/0000000000000000000000000000000c-my",
+            "meta.mainProgram": "meshctl"}
+    out = h.eval({"services.meshctl.node": NODE, "services.meshctl.package": mine}, entry="evalFlake")
+    assert out["package"] == "my-meshctl"
