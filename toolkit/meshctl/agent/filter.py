@@ -50,8 +50,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class FilterError(MeshctlError):
     """The netmap's packetFilter is malformed; the previous rules stay in force."""
 
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(f"packetFilter rule {index}: {message}")
+    def __init__(self, index: int | None, message: str) -> None:
+        super().__init__(message if index is None else f"packetFilter rule {index}: {message}")
         self.index = index
 
 
@@ -131,7 +131,7 @@ def parse_filter(raw: object) -> list[FilterRule] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
-        raise FilterError(0, f"packetFilter must be a list, found {type(raw).__name__}")
+        raise FilterError(None, f"packetFilter must be a list, found {type(raw).__name__}")
     return [_rule(i, r) for i, r in enumerate(raw)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,11 +61,8 @@ def render_status(data: dict[str, Any], now: float) -> tuple[str, Table]:
         f"{me.get('fqdn') or me.get('name', '?')}  {', '.join(me.get('addresses') or [])}  "
         f"{me.get('nodeKey', '')}  {_expiry(me.get('keyExpiry'), now)}  {control}"
     )
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("PEER", "MESH IPS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX", "ONLINE"):
-        table.add_column(column, no_wrap=True)
-    for peer in sorted(data.get("peers") or [], key=lambda p: str(p.get("name", ""))):
-        table.add_row(*(Text(cell) for cell in (
+    rows = [
+        (
             str(peer.get("name", "?")),
             ", ".join(peer.get("addresses") or []),
             str(peer.get("path") or "-"),
@@ -73,8 +71,21 @@ def render_status(data: dict[str, Any], now: float) -> tuple[str, Table]:
             human_bytes(peer.get("rxBytes")),
             human_bytes(peer.get("txBytes")),
             "yes" if peer.get("online") else "no",
-        )))
-    return head, table
+        )
+        for peer in sorted(data.get("peers") or [], key=lambda p: str(p.get("name", "")))
+    ]
+    return head, _table(("PEER", "MESH IPS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX", "ONLINE"), rows)
+
+
+def _table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
+    """A borderless table whose cells are never cut short, however narrow the terminal."""
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for i, column in enumerate(columns):
+        widest = max([len(column), *(len(row[i]) for row in rows)])
+        table.add_column(column, no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
 
 
 def _ms(value: float | None) -> str:
@@ -106,19 +117,18 @@ def render_netcheck(data: dict[str, Any]) -> tuple[list[str], Table]:
         f"mapping varies by destination: {nat}",
         f"nearest DERP region: {data.get('preferredDerp') if data.get('preferredDerp') is not None else '-'}",
     ]
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("REGION", "NODE", "STUN", "REFLEXIVE", "LATENCY"):
-        table.add_column(column, no_wrap=True)
-    for region in data.get("regions") or []:
-        latency = region.get("latencyMs")
-        table.add_row(*(Text(cell) for cell in (
+    rows = [
+        (
             f"{region.get('regionId')} {region.get('regionCode', '')}".strip(),
             str(region.get("node") or "-"),
             str(region.get("stun") or "-"),
             str(region.get("reflexive") or "-"),
-            f"{latency:.1f} ms" if latency is not None else f"failed: {region.get('error') or 'no answer'}",
-        )))
-    return head, table
+            f"{latency:.1f} ms" if (latency := region.get("latencyMs")) is not None
+            else f"failed: {region.get('error') or 'no answer'}",
+        )
+        for region in data.get("regions") or []
+    ]
+    return head, _table(("REGION", "NODE", "STUN", "REFLEXIVE", "LATENCY"), rows)
 
 
 def status_command(json_out: JsonOpt = False, socket: SocketOpt = DEFAULT_SOCKET_PATH) -> None:
