@@ -33,17 +33,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_sshd(base: Path, name: str, extra_config: str = "") -> PrivateSshd:
+def start_sshd(base: Path, name: str, extra_config: str = "", hostkey: str = "hostkey") -> PrivateSshd:
+    """Start sshd for `base/name` (a host key already there is kept, so certificates can be made first)."""
     d = base / name
-    d.mkdir(parents=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "hostkey")], check=True)
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / hostkey).exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / hostkey)], check=True)
     port = _free_port()
     authorized = d / "authorized_keys"
     authorized.touch(mode=0o600)
     (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nAuthorizedKeysFile {authorized}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/{hostkey}\nAuthorizedKeysFile {authorized}\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
-        f"PidFile {d}/sshd.pid\nPermitRootLogin prohibit-password\n{extra_config}"
+        f"PidFile {d}/sshd.pid\nPermitRootLogin prohibit-password\n{extra_config}\n"
     )
     proc = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -62,7 +64,7 @@ def start_sshd(base: Path, name: str, extra_config: str = "") -> PrivateSshd:
     else:
         proc.kill()
         raise RuntimeError(f"sshd {name} did not listen on {port}")
-    hostpub = (d / "hostkey.pub").read_text().split()
+    hostpub = (d / f"{hostkey}.pub").read_text().split()
     return PrivateSshd(name, d, port, authorized, f"[127.0.0.1]:{port} {hostpub[0]} {hostpub[1]}", proc)
 
 
@@ -76,12 +78,16 @@ def stop_sshd(s: PrivateSshd) -> None:
             s.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def two_sshds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateSshd, PrivateSshd]]:
+def need_root_sshd() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: the private sshd runs in its own mount namespace and logs users in as root")
     if not (shutil.which("unshare") and os.path.exists(SSHD)):
         pytest.skip("needs unshare and /usr/sbin/sshd (apt-get install openssh-server util-linux)")
+
+
+@pytest.fixture(scope="module")
+def two_sshds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateSshd, PrivateSshd]]:
+    need_root_sshd()
     base = tmp_path_factory.mktemp("sshd")
     started: list[PrivateSshd] = []
     try:

@@ -47,8 +47,12 @@ __all__ = [
     "MAX_USER_CERT_TTL",
     "CertInfo",
     "CertKind",
+    "Due",
     "SshCa",
     "SshCertError",
+    "cert_due",
+    "cert_margin",
+    "fmt_duration",
     "host_principals",
     "known_hosts_line",
     "new_serial",
@@ -310,6 +314,74 @@ def _prefix_glob(prefix: str) -> str:
     hextets = net.network_address.exploded.split(":")
     keep = net.prefixlen // 16
     return ":".join([*(h.lstrip("0") or "0" for h in hextets[:keep]), "*"]) if keep < 8 else str(net.network_address)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One decision: `due` now or not, the time it becomes due (epoch seconds), and why."""
+
+    what: str
+    due: bool
+    due_at: float
+    reason: str
+
+    def overdue_by(self, now: float) -> float:
+        return max(0.0, now - self.due_at)
+
+
+def fmt_duration(seconds: float) -> str:
+    """12d, 3h, 5m, 40s: the largest whole unit."""
+    s = int(abs(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def cert_margin(validity: int, renew_before: int) -> int:
+    """Renewal margin of a certificate valid for `validity` s: `renew_before` if shorter, else a third."""
+    if 0 < renew_before < validity:
+        return renew_before
+    return max(validity // 3, 1)
+
+
+def cert_due(cert: CertInfo | None, now: float, renew_before: int, *,
+                  host_key: str | None = None, ca_key: str | None = None,
+                  principals: Sequence[str] | None = None) -> Due:
+    """Should the host certificate `cert` (None: none installed) be renewed now?
+
+    `host_key`, `ca_key` (OpenSSH `type base64`, comments ignored) and `principals` are what the
+    certificate should say; pass what is known.
+    """
+    if cert is None:
+        return Due("host-cert", True, now, "no host certificate installed")
+    if cert.kind is not CertKind.host:
+        return Due("host-cert", True, now, "installed certificate is a user certificate")
+    if host_key is not None and _bare(host_key) != _bare(cert.public_key):
+        return Due("host-cert", True, now, "certificate is for another host key (host key changed)")
+    if ca_key is not None and _bare(ca_key) != _bare(cert.signature_key):
+        return Due("host-cert", True, now, "certificate was signed by another CA key")
+    if principals is not None and set(principals) != set(cert.principals):
+        missing = sorted(set(principals) - set(cert.principals))
+        extra = sorted(set(cert.principals) - set(principals))
+        return Due("host-cert", True, now, f"principals changed (missing {missing}, extra {extra})")
+    if now >= cert.valid_before:
+        return Due("host-cert", True, float(cert.valid_before),
+                   f"certificate expired {_fmt(now - cert.valid_before)} ago")
+    margin = cert_margin(cert.validity, renew_before)
+    due_at = float(cert.valid_before - margin)
+    left = cert.valid_before - now
+    if now >= due_at:
+        return Due("host-cert", True, due_at,
+                   f"{_fmt(left)} of {_fmt(cert.validity)} validity left, renewal margin {_fmt(margin)}")
+    return Due("host-cert", False, due_at, f"{_fmt(left)} validity left; renewal due in {_fmt(due_at - now)}")
+
+
+def _bare(line: str) -> str:
+    return " ".join(line.split()[:2])
+
+
+_fmt = fmt_duration
 
 
 def user_ca_public_line(state_dir: Path) -> str:

@@ -14,9 +14,9 @@ Every answer is a `Due` saying when and why, so a scheduled run can log its reas
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from ..keys.sshca import CertInfo, CertKind
+from ..keys.sshca import CertInfo, Due, cert_due, cert_margin
+from ..keys.sshca import fmt_duration as _fmt
 from ..workspace import RotationPolicy
 
 __all__ = [
@@ -29,27 +29,6 @@ __all__ = [
 ]
 
 _WEEK = 7 * 86400
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """One decision: `due` now or not, the time it becomes due (epoch seconds), and why."""
-
-    what: str
-    due: bool
-    due_at: float
-    reason: str
-
-    def overdue_by(self, now: float) -> float:
-        return max(0.0, now - self.due_at)
-
-
-def _fmt(seconds: float) -> str:
-    s = int(abs(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s // size}{unit}"
-    return f"{s}s"
 
 
 def node_key_lead(policy: RotationPolicy) -> int:
@@ -74,41 +53,15 @@ def node_key_due(created_at: float, now: float, policy: RotationPolicy, *, key_e
 
 def host_cert_margin(validity: int, policy: RotationPolicy) -> int:
     """Renewal margin for a certificate valid for `validity` seconds."""
-    if 0 < policy.host_cert_renew_before < validity:
-        return policy.host_cert_renew_before
-    return max(validity // 3, 1)
+    return cert_margin(validity, policy.host_cert_renew_before)
 
 
 def host_cert_due(cert: CertInfo | None, now: float, policy: RotationPolicy, *,
                   host_key: str | None = None, ca_key: str | None = None,
                   principals: Sequence[str] | None = None) -> Due:
-    """Should the host certificate `cert` (None: none installed) be renewed now?
-
-    `host_key`, `ca_key` (OpenSSH `type base64`, comments ignored) and `principals` are what the
-    certificate should say; pass what is known.
-    """
-    if cert is None:
-        return Due("host-cert", True, now, "no host certificate installed")
-    if cert.kind is not CertKind.host:
-        return Due("host-cert", True, now, "installed certificate is a user certificate")
-    if host_key is not None and _bare(host_key) != _bare(cert.public_key):
-        return Due("host-cert", True, now, "certificate is for another host key (host key changed)")
-    if ca_key is not None and _bare(ca_key) != _bare(cert.signature_key):
-        return Due("host-cert", True, now, "certificate was signed by another CA key")
-    if principals is not None and set(principals) != set(cert.principals):
-        missing = sorted(set(principals) - set(cert.principals))
-        extra = sorted(set(cert.principals) - set(principals))
-        return Due("host-cert", True, now, f"principals changed (missing {missing}, extra {extra})")
-    if now >= cert.valid_before:
-        return Due("host-cert", True, float(cert.valid_before),
-                   f"certificate expired {_fmt(now - cert.valid_before)} ago")
-    margin = host_cert_margin(cert.validity, policy)
-    due_at = float(cert.valid_before - margin)
-    left = cert.valid_before - now
-    if now >= due_at:
-        return Due("host-cert", True, due_at,
-                   f"{_fmt(left)} of {_fmt(cert.validity)} validity left, renewal margin {_fmt(margin)}")
-    return Due("host-cert", False, due_at, f"{_fmt(left)} validity left; renewal due in {_fmt(due_at - now)}")
+    """Should the host certificate `cert` (None: none installed) be renewed now? (see `sshca.cert_due`)"""
+    return cert_due(cert, now, policy.host_cert_renew_before, host_key=host_key, ca_key=ca_key,
+                    principals=principals)
 
 
 def deploy_key_due(created_at: float, now: float, policy: RotationPolicy) -> Due:
@@ -120,6 +73,3 @@ def deploy_key_due(created_at: float, now: float, policy: RotationPolicy) -> Due
                    f"deploy key is {_fmt(age)} old, over deploy_key_max_age {_fmt(policy.deploy_key_max_age)}")
     return Due("deploy-key", False, due_at, f"deploy key is {_fmt(age)} old; due in {_fmt(due_at - now)}")
 
-
-def _bare(line: str) -> str:
-    return " ".join(line.split()[:2])
