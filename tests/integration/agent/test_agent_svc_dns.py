@@ -1,0 +1,162 @@
+"""MagicDNS bound on 100.100.100.100:53 in a test-made namespace, queried with real `dig` and dnspython,
+forwarding outside names to a stub upstream resolver on the namespace's loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import struct
+from collections.abc import Iterator
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from meshctl.agent.dns import MagicDNS
+
+from .test_agent_svc_netns import LoopInNetns, make_netns, needs_root, run_in, sh
+
+pytestmark = [pytest.mark.integration, pytest.mark.root, needs_root]
+
+UPSTREAM = ("127.0.0.1", 5353)
+
+
+class StubUpstream(asyncio.DatagramProtocol):
+    """An upstream resolver that knows one name, and remembers every name it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def answer(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        name = query.question[0].name.to_text()
+        self.asked.append(name)
+        response = dns.message.make_response(query)
+        if name == "example.test.":
+            response.answer.append(dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.99"))
+        else:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        wire_out: bytes = response.to_wire()
+        return wire_out
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(self.answer(data), addr)
+
+    async def serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+        answer = self.answer(await reader.readexactly(length))
+        writer.write(struct.pack("!H", len(answer)) + answer)
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    yield from make_netns()
+
+
+@pytest.fixture
+def resolver(netns: str) -> Iterator[tuple[str, MagicDNS, StubUpstream, LoopInNetns]]:
+    # The daemon puts 100.100.100.100/32 on an interface; here the namespace's loopback holds it.
+    sh("ip", "-n", netns, "addr", "add", "100.100.100.100/32", "dev", "lo")
+    loop = LoopInNetns(netns)
+    upstream = StubUpstream()
+    magic = MagicDNS("corp.mesh", [UPSTREAM], forward_timeout=0.5)
+    servers: list[asyncio.AbstractServer] = []
+
+    async def start() -> None:
+        running = asyncio.get_running_loop()
+        await running.create_datagram_endpoint(lambda: upstream, local_addr=UPSTREAM)
+        servers.append(await asyncio.start_server(upstream.serve_tcp, *UPSTREAM))
+        magic.update_names({"web": ["100.64.0.2", "fd7a:115c:a1e0::2"], "alpha": ["100.64.0.1"]})
+        await magic.start()
+
+    async def stop() -> None:
+        await magic.close()
+        for server in servers:
+            server.close()
+        if upstream.transport is not None:
+            upstream.transport.close()
+
+    try:
+        loop.run(start())
+        yield netns, magic, upstream, loop
+    finally:
+        try:
+            loop.run(stop())
+        finally:
+            loop.close()
+
+
+def dig(netns: str, *args: str) -> str:
+    return sh("ip", "netns", "exec", netns, "dig", "@100.100.100.100", "+time=2", "+tries=1", *args).stdout
+
+
+needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed")
+
+
+@needs_dig
+def test_dig_resolves_mesh_names_over_udp_and_tcp(resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]) -> None:
+    netns, _, upstream, _ = resolver
+    assert dig(netns, "+short", "web.corp.mesh", "A").split() == ["100.64.0.2"]
+    assert dig(netns, "+short", "+tcp", "web.corp.mesh", "AAAA").split() == ["fd7a:115c:a1e0::2"]
+    assert "status: NXDOMAIN" in dig(netns, "ghost.corp.mesh", "A")
+    assert upstream.asked == []  # mesh names never leave the host
+
+
+@needs_dig
+def test_dig_gets_outside_names_from_the_previous_upstream(
+    resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]
+) -> None:
+    netns, _, upstream, _ = resolver
+    assert dig(netns, "+short", "example.test", "A").split() == ["192.0.2.99"]
+    assert dig(netns, "+short", "+tcp", "example.test", "A").split() == ["192.0.2.99"]
+    assert "status: NXDOMAIN" in dig(netns, "missing.test", "A")
+    assert upstream.asked == ["example.test.", "example.test.", "missing.test."]
+
+
+def test_name_table_updates_take_effect_for_the_next_query(
+    resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]
+) -> None:
+    netns, magic, _, loop = resolver
+
+    async def rename() -> None:
+        magic.update_names({"web2": ["100.64.0.9"]})
+
+    def query(name: str) -> dns.message.Message:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(3)
+            sock.sendto(dns.message.make_query(name, "A").to_wire(), ("100.100.100.100", 53))
+            return dns.message.from_wire(sock.recv(4096))
+
+    assert run_in(netns, lambda: query("web.corp.mesh")).rcode() == dns.rcode.NOERROR
+    loop.run(rename())
+    assert run_in(netns, lambda: query("web.corp.mesh")).rcode() == dns.rcode.NXDOMAIN
+    renamed = run_in(netns, lambda: query("WEB2.corp.mesh"))
+    assert [rd.to_text() for rrset in renamed.answer for rd in rrset] == ["100.64.0.9"]
+
+
+def test_dead_upstream_gives_servfail_not_silence(
+    resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]
+) -> None:
+    netns, magic, _, loop = resolver
+
+    async def point_at_nothing() -> None:
+        magic.set_upstreams([("127.0.0.1", 5399)])
+
+    loop.run(point_at_nothing())
+
+    def query() -> dns.message.Message:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(dns.message.make_query("example.test", "A").to_wire(), ("100.100.100.100", 53))
+            return dns.message.from_wire(sock.recv(4096))
+
+    assert run_in(netns, query).rcode() == dns.rcode.SERVFAIL
