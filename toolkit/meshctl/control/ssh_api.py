@@ -7,9 +7,12 @@
                                   → {"certificate", "keyId", "serial", "validBefore", "principals"}
     GET  /api/v1/ssh/ca           the CA public key and the `@cert-authority` known-hosts line (public data)
 
-`create_app` includes `router` and calls `configure_ssh(app, ...)` with its request opener, a node
-lookup by machine key, its admin-key check and the state dir. Until configured, the endpoints answer
-503 `ssh_not_configured`. Errors use the server's JSON error shape `{"code", "error"}`.
+`create_app` includes `router`. The settings (CA from `<state_dir>/ssh_ca`, node lookup by machine key
+in the service's registry, the admin API-key check of `control.api`, domain and prefixes) are taken from
+`app.state.service` by `setup(app)`, or on the first SSH request if nobody called it; `setup` also makes
+the netmap carry the CA (`ssh` field: userCAKeys, hostCAKeys, principals). Tests and other embedders
+call `configure_ssh(app, ...)` with explicit parts. Without either, the endpoints answer 503
+`ssh_not_configured`. Errors use the server's JSON error shape `{"code", "error"}`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "SshSettings",
     "configure_ssh",
     "router",
+    "setup",
     "user_ca_public_line",
 ]
 
@@ -111,8 +115,37 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "error": message}, status_code=status)
 
 
+def setup(app: Any) -> SshSettings | None:
+    """Configure from the control service at `app.state.service` (None if there is none)."""
+    settings: SshSettings | None = getattr(app.state, "ssh", None)
+    if settings is not None:
+        return settings
+    service = getattr(app.state, "service", None)
+    if service is None:
+        return None
+    from ..wire import SSHConfig
+    from .api import require_api_key
+
+    def lookup(machine: MachinePublicKey) -> SshNodeIdentity | None:
+        rec = service.registry.by_machine(machine)
+        if rec is None:
+            return None
+        return SshNodeIdentity(hostname=rec.hostinfo.hostname or rec.name, name=rec.name,
+                               addresses=tuple(a for a in (rec.ipv4, rec.ipv6) if a), authorized=rec.authorized,
+                               expired=rec.is_expired(service.clock()))
+
+    cfg = service.config
+    settings = configure_ssh(app, state_dir=cfg.state_dir, opener=RequestOpener(service.control_key),
+                             lookup_node=lookup, require_admin=require_api_key, domain=cfg.domain,
+                             prefixes=(str(cfg.ipv4_prefix), str(cfg.ipv6_prefix)), clock=service.clock)
+    ca_line = settings.ca.public_line()
+    ssh = SSHConfig(user_ca_keys=(ca_line,), host_ca_keys=(ca_line,), principals=("root",))
+    service.mapper.ssh_config = lambda _node: ssh
+    return settings
+
+
 def _settings(request: Request) -> SshSettings | None:
-    return getattr(request.app.state, "ssh", None)
+    return setup(request.app)
 
 
 async def _maybe_await(value: Any) -> Any:

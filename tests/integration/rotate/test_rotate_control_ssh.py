@@ -1,0 +1,124 @@
+"""The SSH CA inside the real control server (create_app, SQLite store, uvicorn on loopback): a registered
+node gets host certificates over its machine-key channel, the admin API signs user certificates, the netmap
+carries the CA, and the CA private key stays in the state dir."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from meshctl.agent.sshcert import SshCertAgentError, request_host_certs
+from meshctl.control import ssh_api
+from meshctl.control.app import create_app
+from meshctl.control.client import ControlClient
+from meshctl.control.config import ControlConfig
+from meshctl.control.store import Store
+from meshctl.keys import ControlPrivateKey, MachinePrivateKey, NodePrivateKey
+from meshctl.keys.sshca import CertKind, parse_certificate
+from meshctl.wire import HostInfo, MapRequest
+
+pytestmark = pytest.mark.integration
+
+
+def _pub() -> str:
+    return Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+class Server:
+    def __init__(self, tmp: Path) -> None:
+        self.state = tmp / "control"
+        self.key = ControlPrivateKey.generate()
+        self.store = Store.open(f"sqlite:///{tmp / 'control.db'}")
+        self.app = create_app(ControlConfig(state_dir=self.state), self.store, self.key)
+        ssh_api.setup(self.app)  # what create_app should do for the netmap to carry the CA from the start
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "control server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.store.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with Server(tmp_path) as s:
+        yield s
+
+
+async def _register(server: Server, machine: MachinePrivateKey, node: NodePrivateKey) -> Any:
+    svc = server.app.state.service
+    _, auth = svc.create_auth_key(user=None, reusable=False, ephemeral=False, tags=[], expiry=3600)
+    async with ControlClient(server.url, server.key.public_key(), machine) as c:
+        return await c.register(node, auth_key=auth, hostinfo=HostInfo(hostname="web-1"))
+
+
+def test_registered_node_gets_host_certificates(server: Server) -> None:
+    machine, node = MachinePrivateKey.generate(), NodePrivateKey.generate()
+    keys = [_pub()]
+
+    async def go() -> Any:
+        with pytest.raises(SshCertAgentError, match="403"):  # not registered yet
+            await request_host_certs(server.url, server.key.public_key(), machine, keys)
+        result = await _register(server, machine, node)
+        reply = await request_host_certs(server.url, server.key.public_key(), machine, keys, validity=600)
+        async with ControlClient(server.url, server.key.public_key(), machine) as c:
+            first = await c.map_stream(MapRequest(node_key=node.public_key())).__anext__()
+        return result, reply, first
+
+    result, reply, first = asyncio.run(go())
+    info = parse_certificate(reply.certificates[0])
+    addrs = list(result.node.addresses)
+    assert info.kind is CertKind.host and info.public_key == keys[0]
+    assert list(info.principals) == ["web-1", f"{result.node.name}.mesh.internal",
+                                     *[a.split("/")[0] for a in addrs]]
+    assert info.validity == 600 + 300  # asked-for validity plus the clock-skew allowance
+    ca_line = (server.state / "ssh_ca.pub").read_text().strip()
+    assert reply.ca_key == ca_line
+    assert first.ssh is not None and first.ssh.user_ca_keys == (ca_line,)
+    # the CA private key is a 0600 file in the control state dir and nowhere in what the server sends
+    assert stat.S_IMODE(os.stat(server.state / "ssh_ca").st_mode) == 0o600
+    private_b64 = "".join((server.state / "ssh_ca").read_text().splitlines()[1:-1])
+    assert private_b64[:40] not in str(first) and private_b64[:40] not in str(reply)
+
+
+def test_admin_api_signs_user_certificates(server: Server) -> None:
+    _, api_key = server.app.state.service.create_api_key(3600)
+    body = {"user": "alice", "principals": ["root"], "ttl": "2h", "publicKey": _pub()}
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/api/v1/ssh/user-cert", json=body).status_code == 401
+        bad = http.post("/api/v1/ssh/user-cert", json=body, headers={"Authorization": "Bearer mskey-api-nope"})
+        assert bad.status_code == 401
+        r = http.post("/api/v1/ssh/user-cert", json=body, headers={"Authorization": f"Bearer {api_key}"})
+        assert r.status_code == 200, r.text
+        ca = http.get("/api/v1/ssh/ca").json()
+    info = parse_certificate(r.json()["certificate"])
+    assert info.kind is CertKind.user and info.principals == ("root",) and info.validity == 2 * 3600 + 300
+    assert info.signature_key == " ".join(ca["publicKey"].split()[:2])
+    assert ca["knownHosts"].startswith("@cert-authority *.mesh.internal,100.*,fd7a:115c:a1e0:* ssh-ed25519 ")
