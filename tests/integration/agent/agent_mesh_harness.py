@@ -13,7 +13,6 @@ processes and files are removed in `close()`, which the fixtures call in `finall
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -181,7 +180,7 @@ name = "Test"
   stun_port = 3478
   plain_http = true
 ''')
-        self.control = self.spawn(self.hub, "control", [MESHCTL, "control", "serve", "--config", str(cfg)])
+        self.control = self.spawn(self.hub, "control", control_serve_argv(cfg))
         pub = cdir / "state" / "control.pub"
         wait_for("control server up", lambda: self.control is not None and self.control.alive() and pub.exists()
                  and self._http_ok(f"http://{HUB_IP}:8080/key"), timeout=30)
@@ -207,10 +206,12 @@ name = "Test"
         wait_for("DERP server up", lambda: self._http_ok(f"http://{HUB_IP}:8443/generate_204")
                  or self._http_ok(f"http://{HUB_IP}:8443/derp/probe"), timeout=30)
 
-    def mint_auth_key(self) -> str:
-        out = self.exec(self.hub, [MESHCTL, "control", "authkey", "--config", str(self.root / "control" / "control.toml"),
-                                   "--reusable", "--json"])
-        return str(json.loads(out)["key"])
+    def mint_auth_key(self, reusable: bool = True) -> str:
+        from meshctl.control.config import load_config
+        from meshctl.control.local import create_auth_key
+
+        cfg = load_config(self.root / "control" / "control.toml")
+        return str(create_auth_key(cfg, reusable=reusable, ephemeral=False, tags=[], expiry=3600)["key"])
 
     # -- agents --------------------------------------------------------------------------------
     def write_agent_config(self, a: Agent, auth_key: str | None) -> Path:
@@ -260,6 +261,15 @@ packet_filter = false
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         self.namespaces.clear()
+
+
+def control_serve_argv(cfg: Path) -> list[str]:
+    """`meshctl control serve --config CFG`, or the same library call while that command is not wired yet."""
+    done = subprocess.run([MESHCTL, "control", "serve", "--help"], capture_output=True, check=False)
+    if done.returncode == 0:
+        return [MESHCTL, "control", "serve", "--config", str(cfg)]
+    return [sys.executable, "-c", "import sys, pathlib; from meshctl.control.config import load_config; "
+            "from meshctl.control.server import serve; serve(load_config(pathlib.Path(sys.argv[1])))", str(cfg)]
 
 
 def have_tools() -> str | None:
