@@ -7,7 +7,8 @@
 # `eval MODULE` returns what tests assert on: failed assertion messages, the systemd units and
 # timers, firewall settings, /etc entries (with the settings each config file was rendered from),
 # users and groups. Used by tests/nix/test_nix_eval.py.
-{ libPath, modulePath ? ../../nix/module.nix, flakePath ? ../../flake.nix }:
+{ libPath, modulePath ? ../../nix/module.nix, flakePath ? ../../flake.nix, packagePath ? ../../nix/package.nix,
+  vmTestPath ? ../../nix/tests/vm.nix, pythonNames ? [ ] }:
 
 let
   lib = import libPath;
@@ -26,6 +27,7 @@ let
     wireguard-go = fakePkg "wireguard-go";
     iproute2 = fakePkg "iproute2";
     nftables = fakePkg "nftables";
+    curl = fakePkg "curl";
     # Stands in for building nix/package.nix (the flake's module default).
     callPackage = path: args: fakePkg "meshctl-from-${baseNameOf (toString path)}";
     stdenv.hostPlatform.system = "x86_64-linux";
@@ -57,6 +59,8 @@ let
       };
       systemd.services = anyAttrs;
       systemd.timers = anyAttrs;
+      # Set by the VM test's machines only.
+      virtualisation.memorySize = mkOption { type = types.int; default = 0; };
     };
   };
 
@@ -78,6 +82,15 @@ let
     specialArgs = { inherit pkgs; };
   }).config;
 
+  # nix/package.nix with a fake python3Packages: buildPythonApplication returns its arguments, and
+  # the only Python packages that exist are `pythonNames` (what pyproject.toml asks for).
+  fakePython = lib.genAttrs pythonNames (n: { pname = n; }) // {
+    buildPythonApplication = args: args;
+  };
+  packageArgs = import packagePath { inherit lib; python3Packages = fakePython; };
+
+  vmTest = import vmTestPath { self = flakeOutputs; };
+
   flake = import flakePath;
   flakeOutputs = flake.outputs {
     self = flakeOutputs;
@@ -90,4 +103,17 @@ in
   # The module as the flake exports it (nixosModules.default, which sets the package).
   evalFlake = module: evalWith [ flakeOutputs.nixosModules.default module ];
   hasExternalPath = types ? externalPath;
+  # What nix/package.nix hands to buildPythonApplication, with dependencies by name and the source
+  # filter applied to a few repository-relative paths.
+  package = packageArgs // {
+    dependencies = map (p: p.pname) packageArgs.dependencies;
+    build-system = map (p: p.pname) packageArgs.build-system;
+    src = null;
+  };
+  sourceIncludes = rel: type: packageArgs.src.filter (toString (dirOf (dirOf packagePath)) + "/" + rel) type;
+  # A machine of the VM test (nix/tests/vm.nix) evaluated like the others, and the test's script.
+  vmNode = name: evalWith [ vmTest.defaults vmTest.nodes.${name} ];
+  vmNodeNames = lib.attrNames vmTest.nodes;
+  vmTestScript = vmTest.testScript;
+  vmTestName = vmTest.name;
 }

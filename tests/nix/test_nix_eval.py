@@ -8,13 +8,15 @@ literal or a store path above all, since it would end up world-readable in /nix/
 
 from __future__ import annotations
 
+import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .nixtool import HARNESS, Nix, NixError, NixPath, harness_expr, nix_path
+from .nixtool import HARNESS, REPO, Nix, NixError, NixPath, harness_expr, nix_path, to_nix
 
 PKG = "/nix/store/0000000000000000000000000000000a-meshctl"
 MESHCTL = f"{PKG}/bin/meshctl"
@@ -40,10 +42,14 @@ class Harness:
             self.eval(module, select)
         return " ".join(info.value.stderr.split())
 
+    def attr(self, expr: str) -> Any:
+        """`expr` evaluated on the harness set, e.g. `vmNode "node1"`."""
+        return self.nix.eval(f"(import {nix_path(HARNESS)} {{ libPath = {nix_path(self.lib)}; }}).{expr}")
+
     @property
     def has_external_path(self) -> bool:
         """Whether this lib has types.externalPath (else the module falls back to str + assertion)."""
-        return bool(self.nix.eval(f"(import {nix_path(HARNESS)} {{ libPath = {nix_path(self.lib)}; }}).hasExternalPath"))
+        return bool(self.attr("hasExternalPath"))
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +354,76 @@ def test_nix_flake_module_sets_package_with_mkdefault(h: Harness) -> None:
             "meta.mainProgram": "meshctl"}
     out = h.eval({"services.meshctl.node": NODE, "services.meshctl.package": mine}, entry="evalFlake")
     assert out["package"] == "my-meshctl"
+
+
+# ---------------------------------------------------------------- package
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _nixpkgs_name(requirement: str) -> str:
+    """nixpkgs' python attribute of a requirement: the PEP 503 name, extras and versions dropped."""
+    name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_nix_package_matches_pyproject(nix: Nix, nixpkgs_lib: Path) -> None:
+    project = _pyproject()
+    wanted = sorted({_nixpkgs_name(r) for r in project["project"]["dependencies"]})
+    names = [*wanted, "hatchling"]
+    # The fake python3Packages holds only these names: a dependency package.nix names that
+    # pyproject.toml does not ask for fails to evaluate, and one it forgets fails the comparison.
+    pkg = nix.eval(f"(import {nix_path(HARNESS)} {{ libPath = {nix_path(nixpkgs_lib)}; "
+                   f"pythonNames = {to_nix(names)}; }}).package")
+    assert sorted(pkg["dependencies"]) == wanted
+    assert project["build-system"]["build-backend"] == "hatchling.build" and pkg["build-system"] == ["hatchling"]
+    assert pkg["pyproject"] is True
+    assert pkg["version"] == project["project"]["version"]
+    assert pkg["pythonImportsCheck"] == ["meshctl"]
+    assert pkg["meta"]["mainProgram"] in project["project"]["scripts"]
+
+
+@pytest.mark.parametrize(("rel", "included"), [
+    ("pyproject.toml", True), ("README.md", True), ("toolkit/meshctl/__init__.py", True),
+    ("roles/control/deploy.py", True), ("inventories/lab.py", True),  # force-included into the wheel
+    (".venv", False), (".git", False), ("toolkit/meshctl/__pycache__", False), ("build", False), ("result", False),
+])
+def test_nix_package_source_filter(h: Harness, rel: str, included: bool) -> None:
+    assert h.attr(f'sourceIncludes {to_nix(rel)} "regular"') is included
+
+
+# ---------------------------------------------------------------- the VM test's machines
+
+
+def test_nix_vm_test_machines_evaluate(h: Harness) -> None:
+    # Without KVM the VM test cannot boot here, but its machines' configurations can be evaluated.
+    nodes = h.attr("vmNodeNames")
+    assert nodes == ["control", "derp", "node1", "node2"]
+    machines = {n: h.attr(f"vmNode {to_nix(n)}") for n in nodes}
+    for name, out in machines.items():
+        assert out["assertions"] == [], (name, out["assertions"])
+    control = machines["control"]
+    region = control["etc"]["meshctl/control.toml"]["settings"]["derp"]["regions"][0]
+    derp_args = argv(machines["derp"]["services"]["meshctl-derp"]["serviceConfig"]["ExecStart"])
+    # The DERP map the control server publishes points at the relay as it is configured.
+    assert region["id"] == int(derp_args[derp_args.index("--region-id") + 1])
+    assert f"0.0.0.0:{region['nodes'][0]['derp_port']}" == derp_args[derp_args.index("--listen") + 1]
+    assert 8080 in control["firewall"]["allowedTCPPorts"]
+    for n in ("node1", "node2"):
+        agent = machines[n]["etc"]["meshctl/agent.toml"]["settings"]
+        assert agent["control_url"] == "http://control:8080"
+        assert agent["control_key"].startswith("ctrlkey:")
+        # Started by the script once the auth key file exists.
+        assert machines[n]["services"]["meshctl-agent"]["wantedBy"] == []
+
+
+def test_nix_vm_test_script_compiles(h: Harness) -> None:
+    script = h.attr("vmTestScript")
+    compile(script, "vm.nix testScript", "exec")
+    key = re.search(r'served\["controlKey"\] == "(ctrlkey:[0-9a-f]{64})"', script)
+    assert key is not None, "the script checks the served control key"
+    node = h.attr('vmNode "node1"')
+    assert node["etc"]["meshctl/agent.toml"]["settings"]["control_key"] == key.group(1)
+    assert "ping -c1" in script
