@@ -16,7 +16,7 @@ import pytest
 
 from meshctl.agent.dns import MagicDNS
 
-from .test_agent_svc_netns import LoopInNetns, make_netns, needs_root, run_in, sh
+from .test_agent_svc_netns import LoopInNetns, make_netns, needs_root, run_in, sh, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.root, needs_root]
 
@@ -160,3 +160,33 @@ def test_dead_upstream_gives_servfail_not_silence(
             return dns.message.from_wire(sock.recv(4096))
 
     assert run_in(netns, query).rcode() == dns.rcode.SERVFAIL
+
+
+def test_the_resolver_claims_its_address_on_the_mesh_interface_and_gives_it_back(netns: str) -> None:
+    mesh_if = unique("svcm")
+    peer_if = unique("svcp")
+    # (no dummy module on this kernel: one end of a veth pair stands in for the mesh interface)
+    sh("ip", "-n", netns, "link", "add", mesh_if, "type", "veth", "peer", "name", peer_if)
+    sh("ip", "-n", netns, "link", "set", mesh_if, "up")
+    sh("ip", "-n", netns, "link", "set", peer_if, "up")
+    loop = LoopInNetns(netns)
+    magic = MagicDNS("corp.mesh", [], claim_on=mesh_if)
+
+    async def start() -> None:
+        magic.update_names({"web": ["100.64.0.2"]})
+        await magic.start()
+
+    def query() -> dns.message.Message:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(3)
+            sock.sendto(dns.message.make_query("web.corp.mesh", "A").to_wire(), ("100.100.100.100", 53))
+            return dns.message.from_wire(sock.recv(4096))
+
+    try:
+        loop.run(start())
+        assert "inet 100.100.100.100/32" in sh("ip", "-n", netns, "addr", "show", "dev", mesh_if).stdout
+        assert [rd.to_text() for rrset in run_in(netns, query).answer for rd in rrset] == ["100.64.0.2"]
+    finally:
+        loop.run(magic.close())
+        loop.close()
+    assert "100.100.100.100" not in sh("ip", "-n", netns, "addr", "show", "dev", mesh_if).stdout

@@ -209,12 +209,17 @@ class MagicDNS:
         address: str = MAGICDNS_ADDRESS,
         port: int = 53,
         forward_timeout: float = 2.0,
+        claim_on: str | None = None,
     ) -> None:
+        """`claim_on`: an interface (the mesh interface) to put `address` on while serving, so the
+        host's packets to it are delivered locally instead of being routed into the tunnel."""
         self.table = NameTable.build(domain, {})
         self.upstreams: tuple[Upstream, ...] = tuple(upstreams)
         self.address = address
         self.port = port
         self.forward_timeout = forward_timeout
+        self.claim_on = claim_on
+        self._claimed = False
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -242,8 +247,29 @@ class MagicDNS:
                                  hint="is another DNS server bound there?") from None
         return sock
 
+    async def _ip_addr(self, verb: str) -> None:
+        assert self.claim_on is not None
+        prefix = "128" if ":" in self.address else "32"
+        argv = ["ip", "addr", verb, f"{self.address}/{prefix}", "dev", self.claim_on]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, stderr = await proc.communicate()
+        if proc.returncode != 0:
+            raise DnsConfigError(f"{' '.join(argv)} failed: {stderr.decode(errors='replace').strip()}")
+
     async def start(self) -> None:
+        """Bind UDP and TCP on address:port (claiming the address first if asked); undone on failure."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.claim_on is not None:
+            await self._ip_addr("replace")  # `replace`: a crash may have left it there
+            self._claimed = True
         udp_sock = self._socket(socket.SOCK_DGRAM)
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpServer(self), sock=udp_sock)
         tcp_sock = self._socket(socket.SOCK_STREAM)
@@ -264,6 +290,12 @@ class MagicDNS:
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
+        if self._claimed:
+            self._claimed = False
+            try:
+                await self._ip_addr("del")
+            except DnsConfigError as err:  # the interface may already be gone with the agent's stop
+                log.info("MagicDNS: %s", err)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
