@@ -34,6 +34,7 @@ def deploy(
     spec = load_inventory(inventory, allowed_keys=known_data_keys())
     ws = find_workspace(workspace)
     hosts = tuple(h.strip() for h in limit.split(",") if h.strip()) if limit else None
+    spec.check_limit(hosts)
     wheelhouse = build_wheelhouse()
     options = DeployOptions(limit=hosts, dry_run=dry_run)
     with RichProgress(err_console, enabled=err_console.is_terminal) as progress:

@@ -87,6 +87,12 @@ class InventorySpec:
     def groups_of(self, host: str) -> tuple[str, ...]:
         return tuple(g for g, (names, _) in self.groups.items() if host in names)
 
+    def check_limit(self, names: Iterable[str] | None) -> None:
+        """`--limit` may only name hosts of this inventory."""
+        unknown = [n for n in names or () if n not in self.host_data]
+        if unknown:
+            raise InventoryError(self.path, f"--limit names hosts that are not in the inventory: {', '.join(unknown)}")
+
     def data(self, host: str) -> dict[str, Any]:
         """Merged data of one host as pyinfra sees it: global < group (later groups win) < host."""
         merged: dict[str, Any] = dict(self.global_data)

@@ -102,10 +102,7 @@ class Deployment:
         self.options = options or DeployOptions()
         self.progress = progress
         limit = self.options.limit
-        if limit:
-            unknown = [h for h in limit if h not in spec.hosts]
-            if unknown:
-                raise DeployError(f"--limit names hosts that are not in the inventory: {', '.join(unknown)}")
+        spec.check_limit(limit)
         self.targets = [h for h in spec.hosts if not limit or h in limit]
         self.plan: MeshPlan = plan_mesh(workspace, spec, role_defaults("derp"))
         self.hosts = {h: HostResult(h) for h in self.targets}
@@ -279,7 +276,10 @@ class Deployment:
                     return
             wait = 0 if self.options.dry_run else PUB_WAIT_SECONDS * 10
             text = self._command(state, active[control],
-                                 f"for i in $(seq {wait}); do test -s {CONTROL_PUB} && break; sleep 0.1; done; "
+                                 f"for i in $(seq {wait}); do test -s {CONTROL_PUB} && break; "
+                                 # a unit stuck in a restart loop will not write it: stop waiting
+                                 f"test \"$(systemctl show -p NRestarts --value meshctl-control)\" -gt 2 "
+                                 "2>/dev/null && break; sleep 0.1; done; "
                                  f"cat {CONTROL_PUB} 2>/dev/null; true")
         found = _CONTROL_KEY.search(text)
         if found:
@@ -288,8 +288,8 @@ class Deployment:
             self.control_key = "ctrlkey:(read from the control host after it starts)"
         else:
             if target:
-                self._fail(control, "control", f"the control server wrote no {CONTROL_PUB} within "
-                           f"{PUB_WAIT_SECONDS} s (see: journalctl -u meshctl-control)")
+                self._fail(control, "control", f"the control server wrote no {CONTROL_PUB} (not running? "
+                           "see: journalctl -u meshctl-control)")
             self._control_down(f"no control key could be read from {control}")
 
     def _control_down(self, why: str) -> None:

@@ -17,6 +17,8 @@ __all__ = ["render", "toml_value"]
 
 def toml_value(value: Any) -> str:
     """A Python value as a TOML literal (strings, bools, ints, lists of those)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # StrictUndefined: name the missing variable
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
