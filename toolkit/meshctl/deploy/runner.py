@@ -30,7 +30,6 @@ from pyinfra.api.state import BaseStateCallback
 
 from ..keys import write_secret_file
 from ..workspace import Workspace
-from .errors import DeployError
 from .inventory import InventorySpec
 from .mesh import MeshPlan, plan_mesh
 from .result import DeployResult, HostResult, OpResult, ProgressSink
