@@ -24,15 +24,18 @@ from pathlib import Path
 
 import httpx
 
-from ..keys import ControlPublicKey, MachinePrivateKey
+from ..keys import ControlPublicKey, MachinePrivateKey, load_private_key
 from ..keys.sshca import CertInfo, Due, SshCertError, cert_due, parse_certificate
+from .config import AgentConfig
 from .errors import AgentError
 
 __all__ = [
+    "HostCertOutcome",
     "HostCertReply",
     "SshCertAgentError",
     "SshPaths",
     "collect_host_keys",
+    "ensure_host_cert",
     "host_cert_status",
     "install_host_certs",
     "reload_sshd",
@@ -200,3 +203,33 @@ def host_cert_status(renew_before: int, now: float, paths: SshPaths = SshPaths()
     """Is this host's certificate due for renewal (policy `host_cert_renew_before`, current host key and CA)?"""
     line, info = installed_certificate(paths)
     return cert_due(info, now, renew_before, host_key=line, ca_key=ca_key)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCertOutcome:
+    due: Due
+    renewed: bool
+    changed: bool = False
+    valid_before: int | None = None
+    reloaded: str | None = None
+
+
+async def ensure_host_cert(cfg: AgentConfig, renew_before: int, *, force: bool = False, validity: int | None = None,
+                           paths: SshPaths = SshPaths(), now: float | None = None,
+                           validate: Callable[[], str | None] | None = sshd_check,
+                           reload: Callable[[], str] | None = reload_sshd) -> HostCertOutcome:
+    """Renew this host's certificate if it is due (or `force`), install it and reload sshd.
+
+    The daemon calls this after registration and periodically; `meshctl agent rotate --if-due` too.
+    """
+    now = time.time() if now is None else now
+    due = host_cert_status(renew_before, now, paths)
+    if not (due.due or force):
+        return HostCertOutcome(due, False)
+    machine = load_private_key(cfg.machine_key_path, MachinePrivateKey)
+    keys = collect_host_keys(paths)
+    reply = await request_host_certs(cfg.control_url, cfg.control_key, machine, [line for _, line in keys],
+                                     validity=validity)
+    changed = install_host_certs(paths, [p for p, _ in keys], reply, validate=validate)
+    unit = reload() if changed and reload is not None else None
+    return HostCertOutcome(due, True, changed, reply.valid_before, unit)

@@ -73,6 +73,95 @@ def deploy_key(
                           hint="re-run the same command to finish (the old key is kept as .old until then)")
 
 
+AgentConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Agent config (TOML).")]
+PolicyOpt = Annotated[Path, typer.Option("--policy", help="Rotation policy on this host (TOML).")]
+_AGENT_TOML = Path("/etc/meshctl/agent.toml")
+_POLICY_TOML = Path("/etc/meshctl/rotation.toml")
+
+
+@rotate_app.command("node-key")
+def node_key(
+    config: AgentConfigOpt = _AGENT_TOML,
+    json_out: JsonOpt = False,
+) -> None:
+    """On a node: ask the running agent to rotate its node key now (peers keep talking across it)."""
+    from ..agent import localclient
+    from ..agent.config import load_config
+
+    cfg = load_config(config)
+    result = localclient.rotate_node_key(cfg.socket)
+    if json_out:
+        emit_json(result)
+    else:
+        console.print(f"node key rotated: {result.get('oldNodeKey')} -> {result.get('newNodeKey')}")
+
+
+@rotate_app.command("host-cert")
+def host_cert(
+    config: AgentConfigOpt = _AGENT_TOML,
+    force: Annotated[bool, typer.Option("--force", help="Renew even if not due.")] = False,
+    validity: Annotated[str | None, typer.Option("--validity", help="Ask for this validity (e.g. 30d, 90s); "
+                                                                     "control caps it.")] = None,
+    policy_file: PolicyOpt = _POLICY_TOML,
+    json_out: JsonOpt = False,
+) -> None:
+    """On a node: renew this host's SSH host certificate if due (or --force), install it, reload sshd."""
+    import asyncio
+
+    from ..agent.config import load_config
+    from ..agent.sshcert import ensure_host_cert
+    from ..rotate.hostjob import load_host_policy
+    from ..workspace import parse_duration
+
+    cfg = load_config(config)
+    policy, host_validity = load_host_policy(policy_file)
+    asked = parse_duration(validity, "--validity") if validity else host_validity
+    out = asyncio.run(ensure_host_cert(cfg, policy.host_cert_renew_before, force=force, validity=asked))
+    data = {"renewed": out.renewed, "due": out.due.due, "reason": out.due.reason, "validBefore": out.valid_before,
+            "reloaded": out.reloaded}
+    if json_out:
+        emit_json(data)
+    elif out.renewed:
+        console.print(f"host certificate renewed ({out.due.reason if out.due.due else 'forced'}), valid until "
+                      f"{out.valid_before}" + (f"; {out.reloaded} reloaded" if out.reloaded else ""))
+    else:
+        console.print(f"host certificate not due: {out.due.reason}")
+
+
+def agent_rotate(
+    if_due: Annotated[bool, typer.Option(
+        "--if-due", help="Only what the policy says is due (the timer mode); else rotate everything.")] = False,
+    config: AgentConfigOpt = _AGENT_TOML,
+    policy_file: PolicyOpt = _POLICY_TOML,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rotate this node's key and renew its SSH host certificate (what meshctl-rotate.timer runs)."""
+    import asyncio
+
+    from ..agent.config import load_config
+    from ..rotate.hostjob import load_host_policy, run_host_jobs
+
+    cfg = load_config(config)
+    policy, host_validity = load_host_policy(policy_file)
+    lines = asyncio.run(run_host_jobs(cfg, policy, time.time(), if_due=if_due, host_cert_validity=host_validity))
+    if json_out:
+        emit_json([line.to_json() for line in lines])
+    else:
+        for line in lines:
+            console.print(f"meshctl-rotate: {line}")
+    failed = [line for line in lines if line.action == "failed"]
+    if failed:
+        raise RotateError(f"{len(failed)} rotation job(s) failed: " + "; ".join(str(f) for f in failed))
+
+
+rotate_app.command("due")(agent_rotate)
+
+
 def register(app: typer.Typer) -> None:
-    """Attach this group's commands to the root app."""
+    """Attach this group's commands to the root app (and `rotate` to the agent group, if it exposes one)."""
     app.add_typer(rotate_app, name="rotate")
+    from . import agent as agent_cli
+
+    agent_app = getattr(agent_cli, "agent_app", None)
+    if isinstance(agent_app, typer.Typer):
+        agent_app.command("rotate")(agent_rotate)

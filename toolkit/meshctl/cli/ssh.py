@@ -1,11 +1,106 @@
-"""Command group: ssh sign-user, known-hosts (issue 10). Not implemented yet."""
+"""Command group `meshctl ssh`: sign-user (a short-lived user certificate), known-hosts (the CA trust line)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-__all__ = ["register"]
+from ..errors import ConfigError
+from ..keys.sshca import SshCertError, known_hosts_line, parse_certificate, parse_public_key
+from ..rotate.adminapi import AdminApi, admin_settings
+from ..workspace import Workspace, find_workspace
+from .output import console, emit_json
+
+__all__ = ["register", "ssh_app"]
+
+ssh_app = typer.Typer(help="SSH certificates from the mesh CA (no more trust on first use).", no_args_is_help=True)
+
+WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", help="Workspace directory.")]
+UrlOpt = Annotated[str | None, typer.Option("--control-url", help="Control server URL.")]
+KeyFileOpt = Annotated[Path | None, typer.Option("--api-key-file", help="File holding an admin API key (0600).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+
+
+def _workspace(explicit: Path | None) -> Workspace | None:
+    try:
+        return find_workspace(explicit)
+    except ConfigError:
+        if explicit is not None:
+            raise
+        return None
+
+
+def cert_path_for(pubkey: Path) -> Path:
+    """OpenSSH's convention: `id_ed25519.pub` → `id_ed25519-cert.pub` (ssh loads it with the key)."""
+    return pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")
+
+
+@ssh_app.command("sign-user")
+def sign_user(
+    pubkey: Annotated[Path, typer.Argument(help="The user's OpenSSH public key file (e.g. ~/.ssh/id_ed25519.pub).")],
+    user: Annotated[str, typer.Option("--user", help="Who the certificate is for (goes into its key id).")],
+    principal: Annotated[list[str], typer.Option("--principal", "-p", help="Account it may log in as (repeat).")],
+    ttl: Annotated[str, typer.Option("--ttl", help="Validity, e.g. 8h, 30m (at most 7d).")] = "8h",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the certificate "
+                                                                  "(default: <key>-cert.pub).")] = None,
+    workspace: WorkspaceOpt = None,
+    control_url: UrlOpt = None,
+    api_key_file: KeyFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Have the mesh CA sign a user key (admin API); writes `<key>-cert.pub` next to it."""
+    try:
+        text = pubkey.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {pubkey}: {e.strerror}") from None
+    parse_public_key(text)  # refuse a private key or junk before anything is sent
+    settings = admin_settings(_workspace(workspace), control_url, api_key_file)
+    with AdminApi(settings) as api:
+        result = api.sign_user_cert(text.strip(), user=user, principals=list(principal), ttl=ttl)
+    cert = str(result["certificate"])
+    try:
+        info = parse_certificate(cert)
+    except SshCertError as err:
+        raise SshCertError(f"control returned a bad certificate: {err}") from None
+    target = out or cert_path_for(pubkey)
+    target.write_text(cert + "\n")
+    if json_out:
+        emit_json({"certificate": str(target), "keyId": info.key_id, "serial": str(info.serial),
+                   "principals": list(info.principals), "validAfter": info.valid_after,
+                   "validBefore": info.valid_before})
+    else:
+        console.print(f"wrote {target}: {info.key_id}, principals {','.join(info.principals)}, "
+                      f"valid for {info.validity // 60} min")
+
+
+@ssh_app.command("known-hosts")
+def known_hosts(
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="Build the line from this CA public key "
+                                                                   "instead of asking the control server.")] = None,
+    workspace: WorkspaceOpt = None,
+    control_url: UrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the `@cert-authority` line that makes ssh trust every mesh host the CA certified."""
+    ws = _workspace(workspace)
+    if ca_file is not None:
+        if ws is None:
+            raise ConfigError("--ca-file needs the workspace (for the domain and prefixes)",
+                              hint="pass --workspace DIR")
+        ca_line = ca_file.read_text().strip()
+        line = known_hosts_line(ca_line, ws.domain, [str(ws.ipv4_prefix), str(ws.ipv6_prefix)])
+    else:
+        with AdminApi(admin_settings(ws, control_url, None, need_key=False)) as api:
+            info = api.ssh_ca()
+        ca_line, line = str(info["publicKey"]), str(info["knownHosts"])
+    if json_out:
+        emit_json({"knownHosts": line, "caPublicKey": ca_line})
+    else:
+        console.print(line)
 
 
 def register(app: typer.Typer) -> None:
     """Attach this group's commands to the root app."""
+    app.add_typer(ssh_app, name="ssh")
