@@ -102,13 +102,21 @@ def boot_host(prepared: PreparedHost, lab: str, console_log: Path) -> BootedHost
 
 
 def pid_start_time(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot, or None when there is no such process."""
+    """Start time of `pid` in clock ticks since boot, or None when there is no such (live) process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # the command name may hold spaces and parens: fields start after the last ')'
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        # a zombie has exited; if it is our child (a lab brought up by this process), reap it
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return None
+    return int(fields[19])
 
 
 def pid_is_ours(pid: int, pid_start: int, root_dir: str) -> bool:
