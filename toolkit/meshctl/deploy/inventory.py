@@ -206,7 +206,14 @@ def validate_inventory(spec: InventorySpec, resolve: Callable[[str], bool] = res
 
 def load_inventory(path: Path | str, *, allowed_keys: Iterable[str] | None = None,
                    resolve: Callable[[str], bool] = resolves) -> InventorySpec:
-    """Execute an inventory file, parse and validate it. Raises `InventoryError` (one line) on any problem."""
+    """Execute an inventory file, parse and validate it. Raises `InventoryError` (one line) on any problem.
+
+    `allowed_keys`: data keys accepted besides the connector's and meshctl's own; default: the roles' defaults.
+    """
+    if allowed_keys is None:
+        from .roles import ROLE_ORDER, role_defaults  # the roles are loaded only when an inventory is
+
+        allowed_keys = {key for role in ROLE_ORDER for key in role_defaults(role)}
     path = Path(path)
     if not path.is_file():
         raise InventoryError(path, f"no such file: {path}")
