@@ -111,8 +111,24 @@ def test_derp_config(workspace: Workspace, inventory: Any) -> None:
     assert meshed["mesh_with"] == ["http://10.0.0.4:8443"]
     assert meshed["mesh_key_file"] == "/etc/meshctl/derp-mesh.key"
     alone = tomllib.loads(derp.render_config(plan, "derp9", _data(derp_tls_cert="/c", derp_tls_key="/k")))
-    assert alone["mesh_with"] == [] and alone["mesh_key_file"] == ""
+    assert "mesh_with" not in alone and "mesh_key_file" not in alone
     assert alone["tls_cert"] == "/c"
+
+
+def test_derp_config_is_what_the_relay_reads(workspace: Workspace, inventory: Any, tmp_path: Path) -> None:
+    from meshctl.derp.config import load_config as load_derp_config
+
+    plan = plan_mesh(workspace, inventory, role_defaults("derp"))
+    derp = _role("derp")
+    for name, meshed in (("derp1", True), ("derp9", False)):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(derp.render_config(plan, name, _data()))
+        config = load_derp_config(path)
+        assert config.region_id == plan.derp_server(name).region_id
+        assert config.tls_cert is None  # plain HTTP: no TLS keys written at all
+        assert str(config.verify_token_file) == "/etc/meshctl/derp-token"
+        assert (config.mesh_key_file is not None) == meshed
+        assert config.mesh_with == (("http://10.0.0.4:8443",) if meshed else ())
 
 
 def test_agent_config_is_what_the_agent_reads(workspace: Workspace, inventory: Any) -> None:
