@@ -72,6 +72,7 @@ class DerpServer:
     def __init__(self, private_key: DerpPrivateKey, *, mesh_key: str | None = None,
                  verifier: AdmissionVerifier | None = None, handshake_timeout: float = 10.0,
                  write_timeout: float = 2.0, mesh_write_timeout: float = 30.0, keepalive_interval: float = 60.0,
+                 keepalive_jitter: float = 5.0,
                  max_pending: int = 1024, queue_depth: int = QUEUE_DEPTH, stats: RelayStats | None = None,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
         self._key = private_key
@@ -84,6 +85,7 @@ class DerpServer:
         self.write_timeout = write_timeout
         self.mesh_write_timeout = mesh_write_timeout
         self.keepalive_interval = keepalive_interval
+        self.keepalive_jitter = keepalive_jitter
         self.max_pending = max_pending
         self.queue_depth = queue_depth
         self.stats = stats or RelayStats()
@@ -240,6 +242,8 @@ class _Conn(asyncio.Protocol):
         except (DerpProtocolError, HttpUpgradeError) as e:
             self.stats.refused[type(e).__name__] += 1
             log.info("closing DERP connection from %s: %s", self._who(), e)
+            if isinstance(e, HttpUpgradeError) and self.state == _STATE_HTTP and self.transport is not None:
+                self.transport.write(plain_response(e.status or 400, f"{e}\n".encode()))
             self.close(str(e))
         finally:
             if self.server._dirty:
@@ -534,7 +538,7 @@ class _Conn(asyncio.Protocol):
             t.cancel()
 
     def _schedule_keepalive(self) -> None:
-        delay = self.server.keepalive_interval + self.server.rng.uniform(0, 5.0)
+        delay = self.server.keepalive_interval + self.server.rng.uniform(0, self.server.keepalive_jitter)
         self._timer("keepalive", delay, self._keepalive)
 
     def _keepalive(self) -> None:
