@@ -90,16 +90,16 @@ def test_peer_gone_disconnected_reaches_those_who_sent_to_it() -> None:
 def test_duplicate_key_last_connection_wins_and_the_older_is_told() -> None:
     async def body() -> None:
         key = NodePrivateKey.generate()
-        async with relay() as (server, url), client(url, key) as old, client(url) as sender:
-            async with client(url, key) as new:
-                ev = await asyncio.wait_for(old.recv(), 3)
-                assert isinstance(ev, Health) and "same node key" in ev.text
-                with pytest.raises(DerpClosedError):
-                    await asyncio.wait_for(old.recv(), 3)
-                await sender.send(key.public_key(), b"to the newest")
-                assert (await recv_packet(new)).data == b"to the newest"
-                assert server.stats.drops["dup_client"] == 1
-                assert server.stats.clients_current == 2
+        async with relay() as (server, url), client(url, key) as old, client(url) as sender, \
+                client(url, key) as new:
+            ev = await asyncio.wait_for(old.recv(), 3)
+            assert isinstance(ev, Health) and "same node key" in ev.text
+            with pytest.raises(DerpClosedError):
+                await asyncio.wait_for(old.recv(), 3)
+            await sender.send(key.public_key(), b"to the newest")
+            assert (await recv_packet(new)).data == b"to the newest"
+            assert server.stats.drops["dup_client"] == 1
+            assert server.stats.clients_current == 2
     run(body)
 
 
