@@ -65,17 +65,13 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> None:
 
 
 def _workspace(lab_name: str, control_address: str, explicit: Path | None) -> Path:
-    from .lab.state import lab_dir
-    from .workspace import create_workspace
+    from .deploy.workspaces import lab_workspace
 
-    root = explicit or Path(lab_dir(lab_name)) / "workspace"
-    if not (root / "mesh.toml").is_file():
-        create_workspace(root, name=lab_name.replace(".", "-"), domain="lab.mesh",
-                         control_url=f"http://{control_address}:8080")
-        console.print(f"workspace: created {root}", markup=False)
-    else:
-        console.print(f"workspace: {root}", markup=False)
-    return root
+    if explicit is not None:
+        return explicit
+    ws = lab_workspace(lab_name, control_address)
+    console.print(f"workspace: {ws.root} (control {ws.control_url})", markup=False)
+    return ws.root
 
 
 def _show_mesh(lab_name: str) -> bool:

@@ -16,7 +16,7 @@ from ..deploy import (
     run_deploy,
     summary_table,
 )
-from ..workspace import find_workspace
+from ..deploy.workspaces import resolve_workspace
 from .output import console, emit_json, err_console
 
 __all__ = ["register"]
@@ -27,12 +27,12 @@ def deploy(
     limit: Annotated[str | None, typer.Option("--limit", help="Only these hosts (comma-separated names).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
-    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Operator workspace (mesh.toml).")]
-    = None,
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", help="Operator workspace (mesh.toml); a lab inventory defaults to the lab's.")] = None,
 ) -> None:
     """Deploy control, DERP and node roles onto the inventory's hosts; a re-run changes nothing."""
     spec = load_inventory(inventory, allowed_keys=known_data_keys())
-    ws = find_workspace(workspace)
+    ws = resolve_workspace(spec, workspace)
     hosts = tuple(h.strip() for h in limit.split(",") if h.strip()) if limit else None
     spec.check_limit(hosts)
     wheelhouse = build_wheelhouse()
