@@ -131,7 +131,7 @@ def test_register_stream_and_deltas(control: RunningControl) -> None:
         assert [f.seq for f in wa.frames] == list(range(first_seq, first_seq + len(wa.frames)))
         assert any(f.peers_patch for f in wa.frames[1:])
         # a third node joins: alpha gets it in peersChanged
-        cc, kc, idc = await join(control, authkey, "alpha")  # name clash → alpha-1
+        _cc, _kc, idc = await join(control, authkey, "alpha")  # name clash → alpha-1
         await wa.until(lambda m: idc in m.peers)
         assert wa.netmap.peers[idc].name == "alpha-1"
         # beta disconnects: alpha sees it go offline with a last-seen time
@@ -160,7 +160,7 @@ def test_pending_until_approved(control: RunningControl) -> None:
     key = admin_key(control)
 
     async def go() -> None:
-        ca, ka, ida = await join(control, authkey, "seer")
+        ca, ka, _ida = await join(control, authkey, "seer")
         wa = await Watcher(ca, ka).start()
         cp = control.client()
         kp = NodePrivateKey.generate()
@@ -200,7 +200,7 @@ def test_rotation_keeps_id_and_addresses_and_reaches_peers(control: RunningContr
     authkey = make_authkey(control)
 
     async def go() -> None:
-        ca, ka, ida = await join(control, authkey, "watch")
+        ca, ka, _ida = await join(control, authkey, "watch")
         cb, kb, idb = await join(control, authkey, "rotor")
         wa = await Watcher(ca, ka).start()
         before = wa.netmap.peers[idb]
@@ -225,7 +225,7 @@ def test_rotation_without_old_key_proof_is_refused(control: RunningControl) -> N
     authkey = make_authkey(control)
 
     async def go() -> None:
-        cb, kb, idb = await join(control, authkey, "victim")
+        cb, kb, _idb = await join(control, authkey, "victim")
         thief = control.client()  # another machine claims the node key rotation
         with pytest.raises(RegistrationError) as info:
             await thief.register(NodePrivateKey.generate(), old_node_key=kb, hostinfo=hostinfo("x"))
@@ -279,9 +279,9 @@ def test_admin_expire_and_delete_update_peer_maps(control: RunningControl) -> No
     key = admin_key(control)
 
     async def go() -> None:
-        ca, ka, ida = await join(control, authkey, "keeper")
+        ca, ka, _ida = await join(control, authkey, "keeper")
         cb, kb, idb = await join(control, authkey, "goner")
-        cc, kc, idc = await join(control, authkey, "expiring")
+        _cc, _kc, idc = await join(control, authkey, "expiring")
         wa = await Watcher(ca, ka).start()
         assert {idb, idc} <= set(wa.netmap.peers)
         r = await asyncio.to_thread(api, control, key, "POST", f"/api/v1/nodes/{idc}/expire")
