@@ -38,7 +38,8 @@ def test_only_the_three_network_capabilities_are_kept() -> None:
 def test_tun_device_directories_and_sandbox() -> None:
     service = parsed(agent_unit_text())["Service"]
     assert service["DeviceAllow"] == "/dev/net/tun rw"
-    assert (service["RuntimeDirectory"], service["RuntimeDirectoryMode"]) == ("meshctl", "0700")
+    assert service["RuntimeDirectory"].split() == ["meshctl", "wireguard"]
+    assert service["RuntimeDirectoryMode"] == "0700"
     assert service["StateDirectory"] == "meshctl/agent"
     assert service["ProtectSystem"] == "strict"
     assert "-/etc/resolv.conf" in service["ReadWritePaths"].split()

@@ -32,18 +32,18 @@ CapabilityBoundingSet={caps}
 AmbientCapabilities={caps}
 DeviceAllow=/dev/net/tun rw
 DevicePolicy=closed
-RuntimeDirectory=meshctl
+# /run/meshctl holds the local API socket; /run/wireguard wireguard-go's control sockets. Preserved on
+# stop: /run/wireguard may be shared with wg-quick, and the agent removes its own socket itself.
+RuntimeDirectory=meshctl wireguard
 RuntimeDirectoryMode=0700
-RuntimeDirectoryPreserve=no
+RuntimeDirectoryPreserve=yes
 StateDirectory=meshctl/agent
 StateDirectoryMode=0700
 ConfigurationDirectory=meshctl
 ProtectSystem=strict
 # Writable exceptions: the managed-resolv.conf mode rewrites this one file in place (hosts with
-# systemd-resolved need no write); the one-off auth key in /etc/meshctl is deleted after registration;
-# /run/wireguard holds wireguard-go's control sockets (made here, as it may be shared with wg-quick).
-ExecStartPre=+/bin/mkdir -p -m 0700 /run/wireguard
-ReadWritePaths=-/etc/resolv.conf -/etc/meshctl /run/wireguard
+# systemd-resolved need no write); the one-off auth key in /etc/meshctl is deleted after registration.
+ReadWritePaths=-/etc/resolv.conf -/etc/meshctl
 ProtectHome=true
 PrivateTmp=true
 NoNewPrivileges=true

@@ -1,0 +1,126 @@
+"""The agent's systemd unit, booted under real systemd (a throwaway systemd-nspawn container on an overlay of
+the lab's cached rootfs): the service starts, and inside its sandbox it can still do what the agent needs —
+open /dev/net/tun, run wireguard-go and wg, load an nft table, bind port 53, rewrite /etc/resolv.conf,
+delete /etc/meshctl/authkey — holding only the three network capabilities."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshctl.agent.unit import agent_unit_text
+
+from .test_agent_svc_netns import unique
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount an overlay and boot a container"),
+    pytest.mark.skipif(shutil.which("systemd-nspawn") is None, reason="systemd-nspawn is not installed"),
+]
+
+# Stands in for `meshctl agent run`: tries each thing the agent does and writes what happened.
+PROBE = r'''#!/usr/bin/python3
+import os, socket, subprocess, sys, time
+report = []
+def attempt(name, fn):
+    try:
+        fn()
+        report.append(f"{name}: ok")
+    except Exception as err:
+        report.append(f"{name}: FAIL {err}")
+def run(*argv, stdin=None):
+    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr.strip()[-300:])
+attempt("tun", lambda: os.close(os.open("/dev/net/tun", os.O_RDWR)))
+attempt("wireguard-go", lambda: run("wireguard-go", "mesh0"))
+time.sleep(1)
+attempt("wg", lambda: (run("ip", "link", "set", "mesh0", "up"), run("wg", "set", "mesh0", "listen-port", "41641")))
+attempt("nft", lambda: run("nft", "-f", "-", stdin="table inet meshctl {}\n"))
+attempt("bind53", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("127.0.0.1", 53)))
+attempt("resolv.conf", lambda: open("/etc/resolv.conf", "a").close())
+attempt("authkey", lambda: os.unlink("/etc/meshctl/authkey"))
+attempt("state", lambda: open("/var/lib/meshctl/agent/probe", "w").close())
+attempt("etc-readonly", lambda: open("/etc/hostname", "a").close())
+report += [line.strip() for line in open("/proc/self/status") if line.startswith(("CapEff", "CapBnd", "Uid"))]
+report.append("argv: " + " ".join(sys.argv[1:]))
+report.append("run-mode: " + oct(os.stat("/run/meshctl").st_mode & 0o777))
+open("/run/meshctl/report", "w").write("\n".join(report) + "\n")
+time.sleep(600)
+'''
+
+REPORTER = """[Unit]
+After=meshctl-agent.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'sleep 4; systemctl show meshctl-agent -p ActiveState -p Result > /out/state; \
+cp /run/meshctl/report /out/; journalctl -u meshctl-agent --no-pager > /out/journal 2>&1; systemctl poweroff'
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _rootfs() -> Path | None:
+    from meshctl.lab.rootfs import cached_rootfs
+
+    return cached_rootfs()
+
+
+@pytest.fixture
+def container() -> Iterator[Path]:
+    lower = _rootfs()
+    if lower is None:
+        pytest.skip("no cached lab rootfs (built by `meshctl lab up`); nothing to boot")
+    work = Path(tempfile.mkdtemp(prefix="msvc-unit-"))
+    merged = work / "merged"
+    for sub in ("upper", "work", "merged", "out"):
+        (work / sub).mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'work'}", str(merged)], check=True)
+    try:
+        yield work
+    finally:
+        subprocess.run(["umount", str(merged)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_hardened_unit_lets_the_agent_do_its_job(container: Path) -> None:
+    root = container / "merged"
+    probe = root / "usr/local/bin/meshctl-probe"
+    probe.write_text(PROBE)
+    probe.chmod(0o755)
+    (root / "etc/meshctl").mkdir(exist_ok=True)
+    (root / "etc/meshctl/authkey").write_text("mskey-auth-test\n")
+    units = root / "etc/systemd/system"
+    (units / "meshctl-agent.service").write_text(agent_unit_text(exec_path="/usr/local/bin/meshctl-probe"))
+    (units / "svc-report.service").write_text(REPORTER)
+    wants = units / "multi-user.target.wants"
+    wants.mkdir(exist_ok=True)
+    for name in ("meshctl-agent.service", "svc-report.service"):
+        (wants / name).symlink_to(f"/etc/systemd/system/{name}")
+
+    subprocess.run(
+        ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit", f"--directory={root}",
+         f"--machine={unique('msvcunit')}", "--private-network", "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
+         "--bind=/dev/net/tun", f"--bind={container / 'out'}:/out", "--link-journal=no", "--resolv-conf=off",
+         "--timezone=off", "--console=pipe"],
+        capture_output=True, timeout=120, check=False,
+    )
+    out = container / "out"
+    journal = (out / "journal").read_text() if (out / "journal").exists() else "(no journal)"
+    assert (out / "state").read_text().split() == ["Result=success", "ActiveState=active"], journal
+    report = (out / "report").read_text().splitlines()
+    for step in ("tun", "wireguard-go", "wg", "nft", "bind53", "resolv.conf", "authkey", "state"):
+        assert f"{step}: ok" in report, (step, report)
+    assert any(line.startswith("etc-readonly: FAIL") and "Read-only file system" in line for line in report)
+    # CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13) and nothing else
+    assert "CapEff:\t0000000000003400" in report and "CapBnd:\t0000000000003400" in report
+    assert "argv: agent run --config /etc/meshctl/agent.toml" in report
+    assert "run-mode: 0o700" in report
