@@ -150,6 +150,14 @@ let
   };
   agentConfig = tomlFormat.generate "meshctl-agent.toml" agentSettings;
 
+  # The rotation job's policy (`meshctl agent rotate --policy`), also at /etc/meshctl/rotation.toml.
+  rotationConfig = tomlFormat.generate "meshctl-rotation.toml" {
+    rotation = {
+      node_key_max_age = cfg.rotation.nodeKeyMaxAge;
+      host_cert_renew_before = cfg.rotation.sshHostCertRenewBefore;
+    };
+  };
+
   # The relay runs from flags (no config file): STUN listens on the host of `listen`.
   derpStunListen = "${hostOf cfg.derp.listen}:${toString cfg.derp.stunPort}";
   derpKeyFile = "${stateRoot}/derp/derp.key";
@@ -243,6 +251,11 @@ in
       verifyTokenFile = secretOption {
         description = "DERP admission token (`mskey-derp-…`) the relay presents to `verifyUrl`.";
         example = "/etc/meshctl/derp-token";
+      };
+      verifyFailOpen = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Admit clients while `verifyUrl` cannot be reached (default: refuse them until it answers).";
       };
       meshWith = mkOption {
         type = types.listOf types.str;
@@ -341,6 +354,16 @@ in
         type = durationType;
         default = "10d";
         description = "Renew the SSH host certificate when less than this is left.";
+      };
+      sshdInclude = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          When services.openssh is enabled, include the drop-in the job writes
+          (/etc/ssh/sshd_config.d/meshctl.conf: HostCertificate lines and TrustedUserCAKeys for the
+          mesh's user CA) at the top of services.openssh.extraConfig, so sshd presents the mesh host
+          certificate and accepts mesh user certificates.
+        '';
       };
     };
   };
@@ -442,6 +465,7 @@ in
             "--region-id" (toString cfg.derp.regionId)
           ] ++ tlsArgs cfg.derp.tls
             ++ optionals (cfg.derp.verifyUrl != null) [ "--verify-url" cfg.derp.verifyUrl "--verify-token-file" (credArg "verify-token") ]
+            ++ optional (cfg.derp.verifyUrl != null && cfg.derp.verifyFailOpen) "--verify-fail-open"
             ++ optionals (cfg.derp.meshWith != [ ]) [ "--mesh-with" (lib.concatStringsSep "," cfg.derp.meshWith) "--mesh-key-file" (credArg "mesh-key") ]);
           User = "meshctl-derp";
           Group = "meshctl-derp";
@@ -519,24 +543,35 @@ in
     (mkIf cfg.rotation.enable {
       assertions = [{
         assertion = cfg.node.enable;
-        message = "services.meshctl.rotation.enable needs services.meshctl.node.enable: the rotation job asks the "
-          + "local agent (/run/meshctl/agent.sock) to rotate what is due.";
+        message = "services.meshctl.rotation.enable needs services.meshctl.node.enable: the rotation job reads the "
+          + "agent's config and asks the local agent (/run/meshctl/agent.sock) to rotate what is due.";
       }];
+
+      environment.etc."meshctl/rotation.toml".source = rotationConfig;
+
+      # A glob, so sshd (and the build-time `sshd -t` check) is fine before the first certificate.
+      services.openssh.extraConfig = mkIf (cfg.rotation.sshdInclude && config.services.openssh.enable)
+        (lib.mkBefore "Include /etc/ssh/sshd_config.d/meshctl*.conf");
 
       systemd.services.meshctl-rotate = {
         description = "meshctl: rotate node key and SSH host certificate when due";
-        requires = [ "meshctl-agent.service" ];
-        after = [ "meshctl-agent.service" ];
+        # The node-key job asks the running agent; the host-certificate job talks to control itself.
+        after = [ "meshctl-agent.service" "network-online.target" ];
+        wants = [ "network-online.target" ];
+        # sshd -t checks a new certificate configuration before sshd is reloaded.
+        path = [ pkgs.openssh ];
+        restartIfChanged = false;
         serviceConfig = hardening // {
           Type = "oneshot";
           Restart = "no";
-          ExecStart = renderArgs [ exe "agent" "rotate" "--if-due"
-            "--node-key-max-age" cfg.rotation.nodeKeyMaxAge
-            "--host-cert-renew-before" cfg.rotation.sshHostCertRenewBefore ];
+          ExecStart = renderArgs [ exe "agent" "rotate" "--if-due" "--config" "${agentConfig}"
+            "--policy" "${rotationConfig}" ];
           PrivateDevices = true;
           CapabilityBoundingSet = [ "" ];
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-          ReadWritePaths = [ "-/run/meshctl" "-${stateRoot}/agent" ];
+          # The agent's socket and state (node.key's age), and /etc/ssh for the host certificates
+          # and the sshd drop-in.
+          ReadWritePaths = [ "-/run/meshctl" "-${stateRoot}/agent" "-/etc/ssh" ];
         };
       };
 

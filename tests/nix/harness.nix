@@ -28,6 +28,7 @@ let
     iproute2 = fakePkg "iproute2";
     nftables = fakePkg "nftables";
     curl = fakePkg "curl";
+    openssh = fakePkg "openssh";
     # Stands in for building nix/package.nix (the flake's module default).
     callPackage = path: args: fakePkg "meshctl-from-${baseNameOf (toString path)}";
     stdenv.hostPlatform.system = "x86_64-linux";
@@ -59,6 +60,8 @@ let
       };
       systemd.services = anyAttrs;
       systemd.timers = anyAttrs;
+      services.openssh.enable = mkOption { type = types.bool; default = false; };
+      services.openssh.extraConfig = mkOption { type = types.lines; default = ""; };
       # Set by the VM test's machines only.
       virtualisation.memorySize = mkOption { type = types.int; default = 0; };
     };
@@ -75,6 +78,7 @@ let
     groups = lib.attrNames config.users.groups;
     systemPackages = map (p: p.name) config.environment.systemPackages;
     package = config.services.meshctl.package.name;
+    sshdExtraConfig = config.services.openssh.extraConfig;
   };
 
   evalWith = modules: summarize (lib.evalModules {

@@ -283,6 +283,11 @@ def test_nix_derp_full(h: Harness) -> None:
     assert sc["User"] == "meshctl-derp" and sc["StateDirectory"] == "meshctl/derp"
     assert sc["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
     assert "region 901 fra" in unit["description"]
+    assert "--verify-fail-open" not in argv(sc["ExecStart"])  # fail closed unless asked
+    fail_open = h.eval({"services.meshctl.derp": {
+        "enable": True, "verifyUrl": "https://control.example.com/derp/verify",
+        "verifyTokenFile": "/etc/meshctl/derp-token", "verifyFailOpen": True}}, ".services.meshctl-derp")
+    assert argv(fail_open["serviceConfig"]["ExecStart"])[-1] == "--verify-fail-open"
     assert out["firewall"]["allowedTCPPorts"] == [443, 80]
     assert out["firewall"]["allowedUDPPorts"] == [3478]
 
@@ -294,6 +299,7 @@ def test_nix_derp_unprivileged_ports(h: Harness) -> None:
     args = argv(sc["ExecStart"])
     assert args[args.index("--stun-listen") + 1] == "10.0.0.5:3479"
     assert "--verify-url" not in args and "--mesh-with" not in args and "--tls-cert" not in args
+    assert "--verify-fail-open" not in args
     assert sc["CapabilityBoundingSet"] == [""] and sc["AmbientCapabilities"] == []
     assert out["firewall"]["allowedTCPPorts"] == [8443, 80]
     assert out["firewall"]["allowedUDPPorts"] == [3479]
@@ -320,12 +326,31 @@ def test_nix_rotation_timer_and_job(h: Harness) -> None:
         "enable": True, "schedule": "*-*-* 03:00:00", "nodeKeyMaxAge": "90d", "sshHostCertRenewBefore": "7d"}})
     assert out["assertions"] == []
     job = out["services"]["meshctl-rotate"]
+    policy = out["etc"]["meshctl/rotation.toml"]
     assert argv(job["serviceConfig"]["ExecStart"]) == [
-        MESHCTL, "agent", "rotate", "--if-due", "--node-key-max-age", "90d", "--host-cert-renew-before", "7d"]
+        MESHCTL, "agent", "rotate", "--if-due", "--config", out["etc"]["meshctl/agent.toml"]["path"],
+        "--policy", policy["path"]]
+    assert policy["settings"] == {"rotation": {"node_key_max_age": "90d", "host_cert_renew_before": "7d"}}
     assert job["serviceConfig"]["Type"] == "oneshot"
-    assert "meshctl-agent.service" in job["requires"]
+    assert "meshctl-agent.service" in job["after"]
+    # Host certificates and the sshd drop-in go to /etc/ssh; everything else stays read-only.
+    assert "-/etc/ssh" in job["serviceConfig"]["ReadWritePaths"]
+    assert job["serviceConfig"]["ProtectSystem"] == "strict"
     assert out["timers"]["meshctl-rotate"]["timerConfig"]["OnCalendar"] == "*-*-* 03:00:00"
     assert out["timers"]["meshctl-rotate"]["wantedBy"] == ["timers.target"]
+    # sshd is not managed by this configuration: its config is left alone.
+    assert out["sshdExtraConfig"] == ""
+
+
+def test_nix_rotation_includes_the_sshd_dropin(h: Harness) -> None:
+    base = {"services.meshctl.node": NODE, "services.openssh.enable": True,
+            "services.openssh.extraConfig": "Match User backup\n  ForceCommand /bin/false"}
+    out = h.eval({**base, "services.meshctl.rotation.enable": True})
+    # First, so a user's Match block does not swallow it.
+    assert out["sshdExtraConfig"].startswith("Include /etc/ssh/sshd_config.d/meshctl*.conf\n")
+    assert out["sshdExtraConfig"].endswith("ForceCommand /bin/false")
+    off = h.eval({**base, "services.meshctl.rotation": {"enable": True, "sshdInclude": False}})
+    assert "meshctl" not in off["sshdExtraConfig"]
 
 
 def test_nix_rotation_needs_node(h: Harness) -> None:
