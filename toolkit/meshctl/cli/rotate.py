@@ -15,7 +15,7 @@ import typer
 from ..errors import ConfigError
 from ..rotate.deploykey import created_comment, rotate_deploy_key
 from ..rotate.errors import RotateError
-from ..rotate.sshexec import SshRunner, shared_inventory_key, targets_from_inventory
+from ..rotate.sshexec import SshRunner, SshTarget, shared_inventory_key, targets_from_inventory
 from ..workspace import find_workspace
 from .output import console, emit_json, err_console
 
@@ -46,12 +46,7 @@ def deploy_key(
     If any host fails, nothing is removed anywhere and the failing hosts are named.
     """
     targets = targets_from_inventory(inventory)
-    if key is None:
-        key_text = shared_inventory_key(targets)
-        if key_text is None and any(t.inventory_key for t in targets):
-            raise RotateError("the inventory's hosts name different ssh_key files; rotate them one key at a time",
-                              hint="pass --key PATH and an inventory whose hosts all use that key")
-        key = Path(key_text) if key_text else find_workspace(workspace).deploy_key
+    key = _deploy_key(targets, key, workspace)
     ws_name = "mesh"
     try:
         ws_name = find_workspace(workspace).name
@@ -71,6 +66,61 @@ def deploy_key(
         left = ", ".join(f"{h} ({why})" for h, why in sorted(result.old_key_left_on.items()))
         raise RotateError(f"the new key works everywhere, but the old key could not be removed on: {left}",
                           hint="re-run the same command to finish (the old key is kept as .old until then)")
+
+
+def _deploy_key(targets: list[SshTarget], key: Path | None, workspace: Path | None) -> Path:
+    """The key fleet commands log in with: --key, else the inventory's shared ssh_key, else the workspace's."""
+    if key is not None:
+        return key
+    key_text = shared_inventory_key(targets)
+    if key_text is None and any(t.inventory_key for t in targets):
+        raise RotateError("the inventory's hosts name different ssh_key files; rotate them one key at a time",
+                          hint="pass --key PATH and an inventory whose hosts all use that key")
+    return Path(key_text) if key_text else find_workspace(workspace).deploy_key
+
+
+@rotate_app.command("node-keys")
+def node_keys(
+    inventory: InventoryOpt,
+    limit: Annotated[list[str] | None, typer.Option("--limit", help="Only these hosts or groups (repeat).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Nodes rotated at once.")] = 1,
+    probe: Annotated[str | None, typer.Option("--probe", help="SRC,DST: ping DST's mesh address from SRC "
+                                                              "throughout, and report lost probes.")] = None,
+    workspace: WorkspaceOpt = None,
+    key: Annotated[Path | None, typer.Option("--key", help="SSH key to log in with.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rotate node keys across the fleet, a batch at a time, confirming that peers see each new key."""
+    from ..rotate.nodekeys import rotate_node_keys
+
+    targets = targets_from_inventory(inventory, limit, group="nodes")
+    observers = [t for t in targets_from_inventory(inventory, None, group="nodes") if t not in targets]
+    probe_pair: tuple[str, str] | None = None
+    if probe:
+        parts = probe.split(",")
+        if len(parts) != 2:
+            raise RotateError(f"--probe {probe!r}: want SRC,DST (two node names)")
+        probe_pair = (parts[0].strip(), parts[1].strip())
+    result = rotate_node_keys(targets, _deploy_key(targets, key, workspace), runner=SshRunner(), batch_size=batch,
+                              probe=probe_pair, observers=observers, progress=None if json_out else _progress)
+    data = {
+        "seconds": round(result.seconds, 2),
+        "batches": [{"hosts": list(b.hosts), "seconds": round(b.seconds, 2),
+                     "confirmSeconds": round(b.confirm_seconds, 2), "observer": b.observer,
+                     "newKeys": b.new_keys} for b in result.batches],
+        "probe": None if result.probe is None else {
+            "source": result.probe.source, "target": result.probe.target, "address": result.probe.address,
+            "sent": result.probe.sent, "received": result.probe.received, "lost": result.probe.lost},
+    }
+    if json_out:
+        emit_json(data)
+        return
+    for i, b in enumerate(result.batches, 1):
+        console.print(f"batch {i}: {', '.join(b.hosts)} rotated in {b.seconds:.1f}s "
+                      f"(peers confirmed after {b.confirm_seconds:.1f}s on {b.observer or 'no observer'})")
+    if result.probe is not None:
+        p = result.probe
+        console.print(f"probe {p.source} -> {p.target} ({p.address}): {p.sent} sent, {p.lost} lost")
 
 
 AgentConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Agent config (TOML).")]

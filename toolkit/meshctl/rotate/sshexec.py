@@ -100,12 +100,14 @@ def _strict(value: Any) -> str:
     return str(value)
 
 
-def targets_from_inventory(path: Path, limit: Sequence[str] | None = None) -> list[SshTarget]:
-    """The hosts of an inventory (checked by the deploy engine's loader), optionally limited by name or group."""
+def targets_from_inventory(path: Path, limit: Sequence[str] | None = None,
+                           group: str | None = None) -> list[SshTarget]:
+    """The hosts of an inventory (checked by the deploy engine's loader), optionally only those of `group`
+    and limited by host or group names."""
     from ..deploy.inventory import load_inventory
 
     spec = load_inventory(path, allowed_keys={AUTHORIZED_KEYS_DATA_KEY})
-    names = list(spec.hosts)
+    names = list(spec.hosts) if group is None else list(spec.group(group))
     if limit:
         wanted: list[str] = []
         for item in limit:
