@@ -9,6 +9,8 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshctl.agent.dns import NAME_TTL, DnsConfigError, Forward, NameTable, Reply, decide
 
@@ -127,3 +129,20 @@ def test_table_rejects_bad_addresses_and_the_bare_domain() -> None:
     with pytest.raises(DnsConfigError, match="mesh domain itself"):
         NameTable.build(DOMAIN, {"corp.mesh": ["100.64.0.1"]})
 
+
+
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_never_crash_the_resolver(data: bytes) -> None:
+    decision = decide(data, TABLE)
+    if isinstance(decision, Reply):
+        reply = dns.message.from_wire(decision.wire)
+        assert reply.flags & dns.flags.QR
+        assert reply.id == int.from_bytes(data[:2], "big")
+
+
+@given(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True), st.sampled_from(["A", "AAAA", "MX"]))
+def test_every_name_under_the_domain_is_answered_locally(label: str, qtype: str) -> None:
+    decision = decide(dns.message.make_query(f"{label}.corp.mesh", qtype).to_wire(), TABLE)
+    assert isinstance(decision, Reply)
+    expected = dns.rcode.NOERROR if label in ("web", "db", "v4only") else dns.rcode.NXDOMAIN
+    assert dns.message.from_wire(decision.wire).rcode() == expected

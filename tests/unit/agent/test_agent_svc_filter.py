@@ -6,6 +6,8 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshctl.agent.filter import FilterError, NftError, parse_filter, render_removal, render_ruleset
 
@@ -110,3 +112,22 @@ def test_nft_accepts_the_rendered_syntax(packet_filter: object, tmp_path: object
     if done.returncode != 0 and "Operation not permitted" in done.stderr:
         pytest.skip("nft -c needs CAP_NET_ADMIN")
     assert done.returncode == 0, done.stderr
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.sampled_from(["*", "100.64.0.1", "fd7a::/48", "x", ""]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["srcIPs", "dstPorts", "ip", "ports", "first", "last", "ipProto"]), children,
+                      max_size=5),
+    max_leaves=20,
+)
+
+
+@given(_json)
+def test_any_json_is_either_rendered_or_refused_with_a_filter_error(raw: object) -> None:
+    try:
+        rules = parse_filter(raw)
+    except FilterError:
+        return
+    text = render_ruleset(rules)
+    assert text.startswith("table inet meshctl {}\ndelete table inet meshctl\n")
