@@ -95,6 +95,14 @@ def boot_host(prepared: PreparedHost, lab: str, console_log: Path) -> BootedHost
     with console_log.open("wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     start = pid_start_time(proc.pid)
+    # exec has begun when Popen returns, but the new command line shows up a moment later: wait for it, so the
+    # PID we record is verifiable at once
+    deadline = time.monotonic() + 2.0
+    while start is not None and not pid_is_ours(proc.pid, start, str(prepared.root_dir)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+        start = pid_start_time(proc.pid)
     if start is None:
         raise LabHostError(f"{prepared.plan.name}: systemd-nspawn exited at once (see {console_log})",
                            host=prepared.plan.name)  # fmt: skip
