@@ -163,6 +163,12 @@ let
   derpKeyFile = "${stateRoot}/derp/derp.key";
 
   sqliteOrUrl = db: if lib.hasPrefix "/" db then "sqlite:///${db}" else db;
+  # What the control unit gets as flags (and the config file as defaults); settings must agree.
+  controlFlagged = {
+    listen = cfg.control.listen;
+    state_dir = "${stateRoot}/control";
+  } // optionalAttrs (cfg.control.database != null) { db = sqliteOrUrl cfg.control.database; }
+    // optionalAttrs (cfg.control.domain != null) { domain = cfg.control.domain; };
 in
 {
   options.services.meshctl = {
@@ -388,6 +394,12 @@ in
             + "Use peer authentication over the unix socket, e.g. \"postgresql+psycopg:///meshctl?host=/run/postgresql\".";
         }
         {
+          assertion = builtins.all (k: (cfg.control.settings.${k} or null) == (controlFlagged.${k} or null))
+            (lib.attrNames controlFlagged);
+          message = "services.meshctl.control.settings: set listen, state_dir, db and domain through "
+            + "services.meshctl.control.{listen,database,domain} (the unit passes them as flags), not in settings.";
+        }
+        {
           assertion = cfg.control.database == null || lib.hasPrefix "/" cfg.control.database
             || lib.hasPrefix "sqlite:" cfg.control.database || lib.hasPrefix "postgresql" cfg.control.database;
           message = "services.meshctl.control.database = \"${toString cfg.control.database}\": want an absolute SQLite path, "
@@ -395,7 +407,14 @@ in
         }
       ];
 
-      services.meshctl.control.settings = mkIf (cfg.control.domain != null) { domain = mkDefault cfg.control.domain; };
+      # The same values the unit passes as flags, so /etc/meshctl/control.toml is complete for the
+      # local admin commands run on this host (`meshctl control authkey --config …`).
+      services.meshctl.control.settings = {
+        listen = mkDefault cfg.control.listen;
+        state_dir = mkDefault "${stateRoot}/control";
+        domain = mkIf (cfg.control.domain != null) (mkDefault cfg.control.domain);
+        db = mkIf (cfg.control.database != null) (mkDefault (sqliteOrUrl cfg.control.database));
+      };
 
       environment.etc."meshctl/control.toml".source = controlConfig;
 

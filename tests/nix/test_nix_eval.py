@@ -205,6 +205,18 @@ def test_nix_control_defaults(h: Harness) -> None:
     assert out["users"]["meshctl-control"]["isSystemUser"] is True
     assert "meshctl-control" in out["groups"]
     assert out["firewall"]["allowedTCPPorts"] == []
+    assert conf["settings"] == {"listen": "127.0.0.1:8080", "state_dir": "/var/lib/meshctl/control"}
+
+
+def test_nix_control_settings_must_not_contradict_flags(h: Harness) -> None:
+    failed = h.failed({"services.meshctl.control": {"enable": True, "settings": {"listen": "0.0.0.0:9999"}}})
+    assert failed == ["services.meshctl.control.settings: set listen, state_dir, db and domain through "
+                      "services.meshctl.control.{listen,database,domain} (the unit passes them as flags), not in "
+                      "settings."]
+    # Without the option, the domain may come from settings.
+    out = h.eval({"services.meshctl.control": {"enable": True, "settings": {"domain": "corp.example"}}})
+    assert out["assertions"] == []
+    assert out["etc"]["meshctl/control.toml"]["settings"]["domain"] == "corp.example"
 
 
 def test_nix_control_tls_db_firewall_settings(h: Harness) -> None:
@@ -225,7 +237,10 @@ def test_nix_control_tls_db_firewall_settings(h: Harness) -> None:
     assert sc["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
     assert out["firewall"]["allowedTCPPorts"] == [443]
     assert "postgresql.service" in out["services"]["meshctl-control"]["after"]
+    # The file repeats the flags, so local admin commands (`--config /etc/meshctl/control.toml`) use the same store.
     assert out["etc"]["meshctl/control.toml"]["settings"] == {
+        "listen": "0.0.0.0:443", "state_dir": "/var/lib/meshctl/control",
+        "db": "postgresql+psycopg:///meshctl?host=/run/postgresql",
         "domain": "mesh.example.com", "node_key_expiry": "90d", "derp": {"regions": [{"id": 900, "code": "fra"}]},
     }
 
