@@ -122,3 +122,33 @@ def test_admin_api_signs_user_certificates(server: Server) -> None:
     assert info.kind is CertKind.user and info.principals == ("root",) and info.validity == 2 * 3600 + 300
     assert info.signature_key == " ".join(ca["publicKey"].split()[:2])
     assert ca["knownHosts"].startswith("@cert-authority *.mesh.internal,100.*,fd7a:115c:a1e0:* ssh-ed25519 ")
+
+
+def test_cli_sign_user_and_known_hosts(server: Server, tmp_path: Path) -> None:
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from meshctl.cli.app import app
+
+    _, api_key = server.app.state.service.create_api_key(3600)
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    env = {"MESHCTL_CONTROL_URL": server.url, "MESHCTL_API_KEY": api_key, "MESHCTL_WORKSPACE": ""}
+    runner = CliRunner()
+    r = runner.invoke(app, ["ssh", "sign-user", "--user", "alice", "--principal", "root", "--ttl", "30m",
+                            str(key) + ".pub"], env=env)
+    assert r.exit_code == 0, r.output
+    cert = tmp_path / "id_ed25519-cert.pub"
+    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(cert)], capture_output=True, text=True, check=True).stdout
+    assert "meshctl-user:alice:" in listing and "root" in listing
+    r = runner.invoke(app, ["ssh", "known-hosts"], env=env)
+    assert r.exit_code == 0, r.output
+    ca_pub = (server.state / "ssh_ca.pub").read_text().split()
+    assert r.output.strip() == f"@cert-authority *.mesh.internal,100.*,fd7a:115c:a1e0:* {ca_pub[0]} {ca_pub[1]}"
+    # a private key given by mistake is refused before anything is sent
+    r = runner.invoke(app, ["ssh", "sign-user", "--user", "alice", "--principal", "root", str(key)], env=env)
+    assert r.exit_code == 1 and "not an SSH public key line" in r.output
+    r = runner.invoke(app, ["ssh", "sign-user", "--user", "alice", "--principal", "root", str(key) + ".pub"],
+                      env={**env, "MESHCTL_API_KEY": "mskey-api-000000000000-" + "0" * 64})
+    assert r.exit_code == 1 and "401" in r.output

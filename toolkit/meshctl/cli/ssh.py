@@ -9,8 +9,8 @@ import typer
 
 from ..errors import ConfigError
 from ..keys.sshca import SshCertError, known_hosts_line, parse_certificate, parse_public_key
-from ..rotate.adminapi import AdminApi, admin_settings
-from ..workspace import Workspace, find_workspace
+from ..rotate.adminapi import admin_client, control_url, sign_user_cert, ssh_ca
+from ..workspace import find_workspace
 from .output import console, emit_json
 
 __all__ = ["register", "ssh_app"]
@@ -21,15 +21,6 @@ WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", help="Workspac
 UrlOpt = Annotated[str | None, typer.Option("--control-url", help="Control server URL.")]
 KeyFileOpt = Annotated[Path | None, typer.Option("--api-key-file", help="File holding an admin API key (0600).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
-
-
-def _workspace(explicit: Path | None) -> Workspace | None:
-    try:
-        return find_workspace(explicit)
-    except ConfigError:
-        if explicit is not None:
-            raise
-        return None
 
 
 def cert_path_for(pubkey: Path) -> Path:
@@ -46,7 +37,7 @@ def sign_user(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the certificate "
                                                                   "(default: <key>-cert.pub).")] = None,
     workspace: WorkspaceOpt = None,
-    control_url: UrlOpt = None,
+    url: UrlOpt = None,
     api_key_file: KeyFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -56,9 +47,11 @@ def sign_user(
     except OSError as e:
         raise ConfigError(f"cannot read {pubkey}: {e.strerror}") from None
     parse_public_key(text)  # refuse a private key or junk before anything is sent
-    settings = admin_settings(_workspace(workspace), control_url, api_key_file)
-    with AdminApi(settings) as api:
-        result = api.sign_user_cert(text.strip(), user=user, principals=list(principal), ttl=ttl)
+    client = admin_client(url, api_key_file, workspace)
+    try:
+        result = sign_user_cert(client, text.strip(), user=user, principals=list(principal), ttl=ttl)
+    finally:
+        client.close()
     cert = str(result["certificate"])
     try:
         info = parse_certificate(cert)
@@ -80,20 +73,19 @@ def known_hosts(
     ca_file: Annotated[Path | None, typer.Option("--ca-file", help="Build the line from this CA public key "
                                                                    "instead of asking the control server.")] = None,
     workspace: WorkspaceOpt = None,
-    control_url: UrlOpt = None,
+    url: UrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the `@cert-authority` line that makes ssh trust every mesh host the CA certified."""
-    ws = _workspace(workspace)
     if ca_file is not None:
-        if ws is None:
-            raise ConfigError("--ca-file needs the workspace (for the domain and prefixes)",
-                              hint="pass --workspace DIR")
-        ca_line = ca_file.read_text().strip()
+        ws = find_workspace(workspace)  # the domain and prefixes come from mesh.toml
+        try:
+            ca_line = ca_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read {ca_file}: {e.strerror}") from None
         line = known_hosts_line(ca_line, ws.domain, [str(ws.ipv4_prefix), str(ws.ipv6_prefix)])
     else:
-        with AdminApi(admin_settings(ws, control_url, None, need_key=False)) as api:
-            info = api.ssh_ca()
+        info = ssh_ca(control_url(url, workspace))
         ca_line, line = str(info["publicKey"]), str(info["knownHosts"])
     if json_out:
         emit_json({"knownHosts": line, "caPublicKey": ca_line})
