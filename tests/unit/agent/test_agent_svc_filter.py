@@ -131,3 +131,14 @@ def test_any_json_is_either_rendered_or_refused_with_a_filter_error(raw: object)
         return
     text = render_ruleset(rules)
     assert text.startswith("table inet meshctl {}\ndelete table inet meshctl\n")
+
+
+def test_wire_filter_rules_from_the_netmap_are_accepted_as_they_are() -> None:
+    from meshctl.wire.mapmsg import MapResponse
+
+    netmap = MapResponse.from_json({"seq": 1, "packetFilter": SSH_FROM_ONE})
+    assert netmap.packet_filter is not None
+    assert render_ruleset(parse_filter(netmap.packet_filter)) == render_ruleset(parse_filter(SSH_FROM_ONE))
+    deny_all = MapResponse.from_json({"seq": 2, "packetFilter": []})
+    assert deny_all.packet_filter == ()
+    assert parse_filter(deny_all.packet_filter) == []  # an empty tuple is deny-all, not "no filter"

@@ -97,6 +97,9 @@ def _port(index: int, value: object, what: str) -> int:
 
 
 def _rule(index: int, raw: object) -> FilterRule:
+    to_json = getattr(raw, "to_json", None)
+    if callable(to_json):  # a meshctl.wire FilterRule
+        raw = to_json()
     if not isinstance(raw, Mapping):
         raise FilterError(index, f"expected an object, found {type(raw).__name__}")
     srcs = raw.get("srcIPs")
@@ -127,9 +130,14 @@ def _rule(index: int, raw: object) -> FilterRule:
 
 
 def parse_filter(raw: object) -> list[FilterRule] | None:
-    """The netmap's `packetFilter` JSON → rules; None stays None (allow all), [] stays [] (deny all)."""
+    """The netmap's `packetFilter` (JSON, or meshctl.wire FilterRules) → rules.
+
+    None stays None (allow all) and an empty list or tuple stays empty (deny all): never collapse the two.
+    """
     if raw is None:
         return None
+    if isinstance(raw, tuple):
+        raw = list(raw)
     if not isinstance(raw, list):
         raise FilterError(None, f"packetFilter must be a list, found {type(raw).__name__}")
     return [_rule(i, r) for i, r in enumerate(raw)]
