@@ -81,10 +81,11 @@ let
     sshdExtraConfig = config.services.openssh.extraConfig;
   };
 
-  evalWith = modules: summarize (lib.evalModules {
+  evalWithPkgs = pkgs': modules: summarize (lib.evalModules {
     modules = [ stubs ] ++ modules;
-    specialArgs = { inherit pkgs; };
+    specialArgs = { pkgs = pkgs'; };
   }).config;
+  evalWith = evalWithPkgs pkgs;
 
   # nix/package.nix with a fake python3Packages: buildPythonApplication returns its arguments, and
   # the only Python packages that exist are `pythonNames` (what pyproject.toml asks for).
@@ -104,6 +105,8 @@ in
 {
   # The module as a user imports it (path import of nix/module.nix).
   eval = module: evalWith [ modulePath module ];
+  # The module imported by path into a nixpkgs without pkgs.meshctl (no overlay).
+  evalNoOverlay = module: evalWithPkgs (removeAttrs pkgs [ "meshctl" ]) [ modulePath module ];
   # The module as the flake exports it (nixosModules.default, which sets the package).
   evalFlake = module: evalWith [ flakeOutputs.nixosModules.default module ];
   hasExternalPath = types ? externalPath;

@@ -467,3 +467,9 @@ def test_nix_vm_test_script_compiles(h: Harness) -> None:
     node = h.attr('vmNode "node1"')
     assert node["etc"]["meshctl/agent.toml"]["settings"]["control_key"] == key.group(1)
     assert "ping -c1" in script
+
+
+def test_nix_module_package_default_without_flake(h: Harness) -> None:
+    # Imported by path: pkgs.meshctl when an overlay provides it, else a build of nix/package.nix.
+    assert h.eval({"services.meshctl.node": NODE}, ".package") == "meshctl"
+    assert h.eval({"services.meshctl.node": NODE}, ".package", entry="evalNoOverlay") == "meshctl-from-package.nix"
