@@ -422,6 +422,7 @@ def test_nix_package_matches_pyproject(nix: Nix, nixpkgs_lib: Path) -> None:
     assert pkg["pyproject"] is True
     assert pkg["version"] == project["project"]["version"]
     assert pkg["pythonImportsCheck"] == ["meshctl"]
+    assert set(pkg["pythonRelaxDeps"]) <= set(wanted)
     assert pkg["meta"]["mainProgram"] in project["project"]["scripts"]
 
 
