@@ -134,3 +134,13 @@ def test_resolved_mode_uses_per_link_dns_and_routing_domain(root: Path) -> None:
     assert dns.upstreams()[0] == ("192.0.2.1", 53)
     dns.restore()
     assert ran[-1] == ["resolvectl", "revert", "mesh0"]
+
+
+def test_backup_can_live_in_the_agents_own_state_dir(root: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    dns = HostDns("corp.mesh", root=root, resolved=False, backup_path=state / "resolv.conf.backup.json")
+    dns.apply()
+    assert json.loads((state / "resolv.conf.backup.json").read_text())["content"] == ORIGINAL
+    assert not (root / BACKUP).exists()
+    dns.restore()
+    assert (root / "etc/resolv.conf").read_text() == ORIGINAL

@@ -121,13 +121,15 @@ class HostDns:
         root: Path = Path("/"),
         resolved: bool | None = None,
         runner: Runner = _run,
+        backup_path: Path | None = None,
     ) -> None:
+        """`backup_path`: where the original is saved; the daemon passes its own state dir's file."""
         self.domain = domain
         self.interface = interface
         self.root = root
         self.runner = runner
         self.resolv_conf = root / RESOLV_CONF
-        self.backup = root / BACKUP
+        self.backup = backup_path if backup_path is not None else root / BACKUP
         if resolved is None:
             resolved = (root / RESOLVED_SOCKET).exists() and shutil.which("resolvectl") is not None
         self.mode = "resolved" if resolved else "file"
