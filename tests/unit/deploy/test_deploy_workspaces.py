@@ -15,7 +15,8 @@ from meshctl.workspace import create_workspace
 def test_lab_inventory_gets_the_labs_workspace_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MESHCTL_WORKSPACE", raising=False)
-    lab = {"lab_name": "demo", "ssh_hostname": "10.1.2.10", "public_address": "10.1.2.10"}
+    monkeypatch.setenv("MESHCTL_LAB", "demo")
+    lab = {"lab_role": "control", "ssh_hostname": "10.1.2.10", "public_address": "10.1.2.10"}
     spec = parse_inventory({"control": [("control", lab)], "nodes": [("node1", {**lab, "ssh_hostname": "10.1.2.101"})]},
                            "lab.py")
     ws = resolve_workspace(spec, root=tmp_path / "labs")
@@ -36,7 +37,7 @@ def test_other_inventory_without_workspace_is_an_error(tmp_path: Path, monkeypat
 
 def test_explicit_workspace_wins(tmp_path: Path) -> None:
     create_workspace(tmp_path / "ws", control_url="https://ctl.example:443")
-    spec = parse_inventory({"control": [("c", {"lab_name": "x"})], "nodes": ["c"]}, "lab.py")
+    spec = parse_inventory({"control": [("c", {"lab_role": "control"})], "nodes": ["c"]}, "lab.py")
     assert resolve_workspace(spec, tmp_path / "ws", root=tmp_path / "labs").control_url == "https://ctl.example:443"
     with pytest.raises(ConfigError):
         resolve_workspace(spec, tmp_path / "missing", root=tmp_path / "labs")

@@ -68,7 +68,8 @@ def summary_table(result: DeployResult) -> Table:
     table.add_column("changed", justify="right")
     table.add_column("result")
     for name, host in sorted(result.hosts.items()):
-        changed_names = [op.name for op in host.ops if op.changed]
-        status = f"FAILED: {host.error}" if host.error else (", ".join(changed_names) if changed_names else "no change")
+        per_role = {role: sum(1 for op in host.ops if op.changed and op.role == role) for role in host.roles}
+        changes = ", ".join(f"{role} {n}" for role, n in per_role.items() if n)
+        status = f"FAILED: {host.error}" if host.error else (f"changed: {changes}" if changes else "no change")
         table.add_row(name, ",".join(host.roles), str(len(host.ops)), str(host.changed), status)
     return table

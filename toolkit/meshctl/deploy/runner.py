@@ -297,10 +297,19 @@ class Deployment:
                 self._fail(name, "control", f"skipped: {why}")
 
     def _mint(self, state: Any, control: Any, what: str, name: str, pattern: re.Pattern[str]) -> str | None:
-        text = self._command(state, control, f"{MESHCTL} control {what} --state-dir {CONTROL_STATE_DIR} "
-                             f"2>&1; true  # for {shlex.quote(name)}")
+        """Mint a secret on the control host for host `name`; on failure record why and return None."""
+        role = "derp" if what.startswith("derp") else "node"
+        try:
+            text = self._command(state, control, f"{MESHCTL} control {what} --state-dir {CONTROL_STATE_DIR} "
+                                 f"2>&1; true  # for {shlex.quote(name)}")
+        except Exception as err:  # the fact itself failed (connection lost)
+            text = f"{type(err).__name__}: {err}"
         found = pattern.search(text)
-        return found.group(0) if found else None
+        if found:
+            return found.group(0)
+        last = ([ln.strip() for ln in text.splitlines() if ln.strip()] or ["no output"])[-1]
+        self._fail(name, role, f"`meshctl control {what.split()[0]}` on {self.plan.control_host} gave no key: {last}")
+        return None
 
     def _with_control(self, role: str,
                       names: list[str]) -> AbstractContextManager[tuple[Any, dict[str, Any], _Reporter]]:
@@ -324,8 +333,6 @@ class Deployment:
                     tokens[name] = PLACEHOLDER
                 else:
                     tokens[name] = self._mint(state, active[control], "derp-token", name, _DERP_TOKEN)
-                    if tokens[name] is None:
-                        self._fail(name, "derp", f"could not mint a DERP admission token on {control}")
             self._apply(state, active, "derp", names, lambda n: {
                 "mesh": self.plan, "token": tokens.get(n), "upgraded": self.upgraded.get(n, False),
                 "mesh_key": self._mesh_key(n)}, reporter)
@@ -361,13 +368,11 @@ class Deployment:
                     else:
                         tags = " ".join(f"--tag {shlex.quote(t)}" for t in self.spec.data(name).get("tags", []))
                         auth[name] = self._mint(state, active[control], f"authkey {tags}".strip(), name, _AUTH_KEY)
-                        if auth[name] is None:
-                            self._fail(name, "node", f"could not mint an auth key on {control}")
                 control_key = self.control_key
                 self._apply(state, active, "node", nodes, lambda n: {
                     "mesh": self.plan, "control_key": control_key, "auth_key": auth.get(n),
                     "upgraded": self.upgraded.get(n, False)}, reporter)
-            self._apply(state, active, "ssh", everyone, lambda _: {}, reporter)
+            self._apply(state, active, "ssh", everyone, lambda _: {"rotation": self.workspace.rotation}, reporter)
 
     def run(self) -> DeployResult:
         started = time.monotonic()

@@ -1,10 +1,12 @@
 """Which workspace a deploy uses: the one named or found (`meshctl.workspace.find_workspace`), or, for an
-inventory of a local lab (every host carries `lab_name`), the lab's own workspace under its state directory,
-created on first use with the control URL pointing at the lab's control host.
+inventory of a local lab (every host carries `lab_role`, as `inventories/lab.py` writes), the lab's own
+workspace under its state directory, created on first use with the control URL pointing at the lab's control
+host. The lab is the one `lab_name` names, else `$MESHCTL_LAB` (default `lab`), as for `inventories/lab.py`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -36,8 +38,10 @@ def resolve_workspace(spec: InventorySpec, explicit: Path | None = None, root: P
     except ConfigError:
         if explicit is not None:
             raise
-        labs = {spec.data(h).get("lab_name") for h in spec.hosts}
-        if len(labs) != 1 or None in labs:
+        if not all(spec.data(h).get("lab_role") for h in spec.hosts):
+            raise
+        labs = {spec.data(h).get("lab_name") or os.environ.get("MESHCTL_LAB", "lab") for h in spec.hosts}
+        if len(labs) != 1:
             raise
         lab_name = str(labs.pop())
         control = spec.group("control")[0]
