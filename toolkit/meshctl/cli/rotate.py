@@ -123,6 +123,36 @@ def node_keys(
         console.print(f"probe {p.source} -> {p.target} ({p.address}): {p.sent} sent, {p.lost} lost")
 
 
+@rotate_app.command("derp-mesh-key")
+def derp_mesh_key(
+    inventory: InventoryOpt,
+    region: Annotated[int, typer.Option("--region", help="DERP region id (900-999).")],
+    overlap: Annotated[str, typer.Option("--overlap", help="How long both keys stay accepted after every "
+                                                           "server dials with the new one.")] = "30s",
+    workspace: WorkspaceOpt = None,
+    key: Annotated[Path | None, typer.Option("--key", help="SSH key to log in with.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rotate a region's DERP mesh key with an overlap window (servers accept old and new meanwhile)."""
+    from ..rotate.meshkey import rotate_mesh_key
+    from ..workspace import parse_duration
+
+    targets = targets_from_inventory(inventory, group="derp", where={"derp_region": region})
+    ws = find_workspace(workspace)
+    ws_key = ws.secrets_dir / f"derp-mesh-{region}.key"
+    if not ws_key.exists():
+        raise RotateError(f"no mesh key for region {region} in {ws.secrets_dir}",
+                          hint="a region gets one when deployed with two or more DERP servers")
+    result = rotate_mesh_key(targets, _deploy_key(targets, key, workspace), ws_key, region, runner=SshRunner(),
+                             overlap=parse_duration(overlap, "--overlap"), progress=None if json_out else _progress)
+    if json_out:
+        emit_json({"region": result.region, "servers": list(result.servers),
+                   "phaseSeconds": {k: round(v, 2) for k, v in result.phase_seconds.items()}})
+    else:
+        console.print(f"region {region}: mesh key rotated on {', '.join(result.servers)} "
+                      + " ".join(f"{k}={v:.1f}s" for k, v in result.phase_seconds.items()))
+
+
 AgentConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Agent config (TOML).")]
 PolicyOpt = Annotated[Path, typer.Option("--policy", help="Rotation policy on this host (TOML).")]
 _AGENT_TOML = Path("/etc/meshctl/agent.toml")

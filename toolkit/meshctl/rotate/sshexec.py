@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,7 +59,8 @@ class CommandResult:
 class Runner(Protocol):
     """Runs a shell command on a target, authenticating with `key` only."""
 
-    def run(self, target: SshTarget, key: Path, command: str, *, timeout: float = 60.0) -> CommandResult: ...
+    def run(self, target: SshTarget, key: Path, command: str, *, timeout: float = 60.0,
+            input: str | None = None) -> CommandResult: ...
 
 
 class SshRunner:
@@ -80,10 +81,13 @@ class SshRunner:
             opts += ["-o", f"UserKnownHostsFile={target.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
         return ["ssh", *opts, "-p", str(target.port), f"{target.user}@{target.hostname}", "--", command]
 
-    def run(self, target: SshTarget, key: Path, command: str, *, timeout: float = 60.0) -> CommandResult:
+    def run(self, target: SshTarget, key: Path, command: str, *, timeout: float = 60.0,
+            input: str | None = None) -> CommandResult:
+        """Run `command`; `input` (e.g. a secret) goes to its stdin, never onto a command line."""
         try:
             proc = subprocess.run(self.argv(target, key, command), capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+                                  timeout=timeout, input=input, check=False,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return CommandResult(255, "", f"timed out after {timeout:.0f}s")
         except FileNotFoundError:
@@ -100,10 +104,10 @@ def _strict(value: Any) -> str:
     return str(value)
 
 
-def targets_from_inventory(path: Path, limit: Sequence[str] | None = None,
-                           group: str | None = None) -> list[SshTarget]:
-    """The hosts of an inventory (checked by the deploy engine's loader), optionally only those of `group`
-    and limited by host or group names."""
+def targets_from_inventory(path: Path, limit: Sequence[str] | None = None, group: str | None = None,
+                           where: Mapping[str, Any] | None = None) -> list[SshTarget]:
+    """The hosts of an inventory (checked by the deploy engine's loader), optionally only those of `group`,
+    limited by host or group names, and whose data has the values in `where`."""
     from ..deploy.inventory import load_inventory
 
     spec = load_inventory(path, allowed_keys={AUTHORIZED_KEYS_DATA_KEY})
@@ -120,6 +124,8 @@ def targets_from_inventory(path: Path, limit: Sequence[str] | None = None,
     out = []
     for name in names:
         d = spec.data(name)
+        if where and any(d.get(k) != v for k, v in where.items()):
+            continue
         out.append(SshTarget(
             name=name, hostname=str(d.get("ssh_hostname", name)), port=int(d.get("ssh_port", 22)),
             user=str(d.get("ssh_user", "root")),
