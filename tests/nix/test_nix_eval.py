@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -474,3 +476,57 @@ def test_nix_module_package_default_without_flake(h: Harness) -> None:
     # Imported by path: pkgs.meshctl when an overlay provides it, else a build of nix/package.nix.
     assert h.eval({"services.meshctl.node": NODE}, ".package") == "meshctl"
     assert h.eval({"services.meshctl.node": NODE}, ".package", entry="evalNoOverlay") == "meshctl-from-package.nix"
+
+
+# ---------------------------------------------------------------- the units as systemd reads them
+
+
+def render_unit(unit: dict[str, Any]) -> str:
+    """A unit file the way NixOS writes one (nixos/lib/systemd-lib.nix: a list gives one line per element,
+    booleans are true/false), with the fake package's CLI replaced by /bin/true so systemd can check it."""
+    def value(v: Any) -> str:
+        return "true" if v is True else "false" if v is False else str(v)
+
+    lines = ["[Unit]", f"Description={unit.get('description', '')}"]
+    lines += [f"{k.capitalize()}={v}" for k in ("after", "wants", "requires") for v in unit.get(k, [])]
+    lines.append("[Service]")
+    if unit.get("path"):
+        lines.append("Environment=PATH=" + ":".join(f"{p}/bin" for p in unit["path"]))
+    for key, v in unit["serviceConfig"].items():
+        lines += [f"{key}={value(x)}" for x in (v if isinstance(v, list) else [v])]
+    lines += ["[Install]", *(f"WantedBy={v}" for v in unit.get("wantedBy", []))]
+    return "\n".join(lines).replace(MESHCTL, "/bin/true") + "\n"
+
+
+def systemd_complaints(path: Path) -> list[str]:
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=false", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()] + (
+        [f"exit {proc.returncode}"] if proc.returncode else [])
+
+
+def test_nix_units_accepted_by_systemd(h: Harness, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    # The checker notices a misspelt directive, so silence below means systemd knows every line.
+    bad = tmp_path / "meshctl-bad.service"
+    bad.write_text("[Service]\nExecStart=/bin/true\nProtectKernelLog=true\n")
+    assert any("Unknown key" in c for c in systemd_complaints(bad))
+
+    out = h.eval({
+        "services.meshctl.control": {"enable": True, "listen": "0.0.0.0:443", "database": "/srv/control.db",
+                                     "tls": {"certFile": "/etc/ssl/c.pem", "keyFile": "/etc/ssl/k.pem"}},
+        "services.meshctl.derp": {"enable": True, "verifyUrl": "http://c/derp/verify",
+                                  "verifyTokenFile": "/etc/meshctl/derp-token", "meshWith": ["https://d2"],
+                                  "meshKeyFile": "/etc/meshctl/derp-mesh.key"},
+        "services.meshctl.node": {**NODE, "authKeyFile": "/etc/meshctl/authkey", "extraArgs": ["a b%", "$HOME"]},
+        "services.meshctl.rotation.enable": True,
+    })
+    assert sorted(out["services"]) == ["meshctl-agent", "meshctl-control", "meshctl-derp", "meshctl-rotate"]
+    complaints = {}
+    for name, unit in out["services"].items():
+        path = tmp_path / f"{name}.service"
+        path.write_text(render_unit(unit))
+        if found := systemd_complaints(path):
+            complaints[name] = found
+    assert complaints == {}
