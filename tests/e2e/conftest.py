@@ -1,7 +1,7 @@
 """Shared fixtures of the e2e tier: ONE lab for the whole session, used by every area's e2e tests.
 
-`lab` (session scope) brings up the lab named `e2e` — control, derp1, node1 (public), node2 (easy NAT),
-node3 (hard NAT) — or reuses it when it is already up with that shape, sets `MESHCTL_LAB=e2e` for
+`lab` (session scope) brings up the lab named `e2e` (or `$MESHCTL_E2E_LAB`) — control, derp1, node1 (public), node2 (easy NAT),
+node3 (hard NAT) — or reuses it when it is already up with that shape, sets `MESHCTL_LAB` to its name for
 `inventories/lab.py`, and always tears it down at the end of the session. The tier skips (with the reason)
 only when the machine cannot run a lab at all: not root, or systemd-nspawn/debootstrap missing.
 """
@@ -15,7 +15,8 @@ import pytest
 
 from meshctl.lab import LabError, LabState, Nat, check_prerequisites, down, up
 
-E2E_LAB = "e2e"
+# CI runs one session; engineers running e2e sessions side by side on one machine pick their own name
+E2E_LAB = os.environ.get("MESHCTL_E2E_LAB", "e2e")
 E2E_SHAPE: dict[str, object] = {"nodes": 3, "derps": 1, "nat": {"node2": Nat.EASY, "node3": Nat.HARD}}
 
 

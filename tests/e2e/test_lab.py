@@ -2,7 +2,7 @@
 internet with easy and hard NAT, and `down` leaves nothing behind.
 
 The shared session lab (`lab` fixture: control, derp1, node1, node2 easy NAT, node3 hard NAT) is only read or
-touched in ways undone at once; the clean-up tests use labs of their own (`e2edown`, `e2efix`).
+touched in ways undone at once; the clean-up tests use labs of their own (`down<pid>`, `fix<pid>`).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _everything_of(name: str) -> dict[str, object]:
 
 
 def test_down_leaves_nothing_and_twice_is_fine(lab_machine: None) -> None:
-    name = "e2edown"
+    name = f"down{os.getpid()}"  # unique: other sessions may run this test on the same machine
     try:
         state = up(name, nodes=1, derps=0, nat={"node1": Nat.HARD})
         # a wireguard-go in a host must die with the lab (it would outlive its namespace otherwise)
@@ -221,7 +221,7 @@ def test_down_leaves_nothing_and_twice_is_fine(lab_machine: None) -> None:
 
 
 def test_up_repairs_a_half_dead_lab_and_refuses_another_shape(lab_machine: None) -> None:
-    name = "e2efix"
+    name = f"fix{os.getpid()}"
     try:
         first = up(name, nodes=2, derps=0)
         with pytest.raises(LabConflictError, match="another shape"):

@@ -49,6 +49,13 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _checked_name(name: str) -> str:
+    try:
+        return validate_lab_name(name)
+    except ValueError as err:
+        raise LabError(str(err)) from None
+
+
 def check_prerequisites(*, need_debootstrap: bool = True) -> None:
     """Root on Linux, plus systemd-nspawn (and debootstrap): one error line naming the apt packages otherwise."""
     if os.geteuid() != 0:
@@ -97,7 +104,11 @@ def up(
     progress: Progress = _quiet, root: Path = LAB_ROOT,
 ) -> LabState:  # fmt: skip
     """Bring the lab up (or return it when it is already up with this shape); see the module docstring."""
-    validate_lab_name(name)
+    _checked_name(name)
+    try:
+        plan_lab(name, "10.0.0", nodes=nodes, derps=derps, nat=nat)  # refuse a bad shape before touching anything
+    except ValueError as err:
+        raise LabError(str(err)) from None
     check_prerequisites()
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -224,7 +235,7 @@ class DownReport:
 
 def down(name: str = "lab", *, progress: Progress = _quiet, root: Path = LAB_ROOT) -> DownReport:
     """Remove every process, mount, namespace, link and file of the lab; a lab that is not there is fine."""
-    validate_lab_name(name)
+    _checked_name(name)
     check_prerequisites(need_debootstrap=False)
     with _machine_lock(root):
         return _down_locked(name, root, progress)
