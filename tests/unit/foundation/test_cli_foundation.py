@@ -117,3 +117,25 @@ def test_init_rejects_bad_domain(tmp_path: Path) -> None:
     r = runner.invoke(app, ["init", str(tmp_path / "w"), "--domain", "bad domain"])
     assert r.exit_code == 1 and "domain" in r.stderr
     assert not (tmp_path / "w" / "mesh.toml").exists()
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(cmd: object, prefix: list[str]) -> None:
+        paths.append(prefix)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "meshctl")
+def test_every_command_has_working_help(path: list[str]) -> None:
+    r = runner.invoke(app, [*path, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.stdout

@@ -33,6 +33,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    # help texts mention paths like [/var/lib/...]: never parse them as rich markup
+    rich_markup_mode=None,
 )
 
 
