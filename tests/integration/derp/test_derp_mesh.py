@@ -1,0 +1,109 @@
+"""Regional mesh with two real relays on loopback: a client on A reaches a client on B through
+ForwardPacket; the link learns and forgets keys from PeerPresent/PeerGone; a dropped link is re-dialled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from meshctl.derp.mesh import MeshLink
+from meshctl.derp.server import DerpServer
+from meshctl.keys import DerpPrivateKey
+
+from .derp_helpers import client, pub, recv_packet, run
+
+pytestmark = pytest.mark.integration
+
+MESH_KEY = "5e" * 32
+
+
+async def _until(cond: object, timeout: float = 5.0) -> None:
+    assert callable(cond)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def _start(key: DerpPrivateKey, port: int = 0) -> tuple[DerpServer, str]:
+    server = DerpServer(key, mesh_key=MESH_KEY)
+    _, bound = await server.listen("127.0.0.1", port)
+    return server, f"http://127.0.0.1:{bound}/derp"
+
+
+def test_client_on_a_reaches_client_on_b_through_the_mesh() -> None:
+    async def body() -> None:
+        ka, kb = DerpPrivateKey.generate(), DerpPrivateKey.generate()
+        sa, url_a = await _start(ka)
+        sb, url_b = await _start(kb)
+        # each relay dials every relay of the region, itself included (the self link drops out)
+        links = [MeshLink(sa, u, ka, MESH_KEY, backoff_initial=0.05) for u in (url_a, url_b)]
+        links += [MeshLink(sb, u, kb, MESH_KEY, backoff_initial=0.05) for u in (url_a, url_b)]
+        for link in links:
+            await link.start()
+        try:
+            async with client(url_a) as alice, client(url_b) as bob:
+                await _until(lambda: pub(bob).raw in sa.forwarders and pub(alice).raw in sb.forwarders)
+                await _until(lambda: links[0].is_self and links[3].is_self)
+                await alice.send(pub(bob), b"across the region")
+                got = await recv_packet(bob)
+                assert (got.src, got.data) == (pub(alice), b"across the region")
+                await bob.send(pub(alice), b"and back")
+                assert (await recv_packet(alice)).data == b"and back"
+                assert sa.stats.packets_mesh_forwarded == 1 and sb.stats.packets_forwarded == 1
+                bob_key = pub(bob).raw
+            # bob left B: A forgets the route, and a packet for bob is now "not here"
+            await _until(lambda: bob_key not in sa.forwarders)
+        finally:
+            for link in links:
+                await link.close()
+            await sa.close()
+            await sb.close()
+    run(body)
+
+
+def test_mesh_link_is_redialled_after_the_peer_restarts() -> None:
+    async def body() -> None:
+        ka, kb = DerpPrivateKey.generate(), DerpPrivateKey.generate()
+        sa, url_a = await _start(ka)
+        sb, url_b = await _start(kb)
+        port_b = int(url_b.rsplit(":", 1)[1].split("/")[0])
+        link = MeshLink(sa, url_b, ka, MESH_KEY, backoff_initial=0.05, backoff_max=0.2)
+        await link.start()
+        try:
+            async with client(url_b) as bob:
+                await _until(lambda: pub(bob).raw in sa.forwarders)
+            await sb.close()
+            await _until(lambda: not link.connected)
+            assert sa.forwarders == {}  # a dropped link forgets every key it announced
+            sb, _ = await _start(kb, port_b)
+            async with client(url_a) as alice, client(url_b) as bob2:
+                await _until(lambda: pub(bob2).raw in sa.forwarders, timeout=10)
+                await alice.send(pub(bob2), b"after restart")
+                assert (await recv_packet(bob2)).data == b"after restart"
+        finally:
+            await link.close()
+            await sa.close()
+            await sb.close()
+    run(body)
+
+
+def test_forwarded_packets_go_one_hop_only() -> None:
+    async def body() -> None:
+        ka, kb = DerpPrivateKey.generate(), DerpPrivateKey.generate()
+        sb, url_b = await _start(kb)
+        from meshctl.derp.client import DerpClient
+        from meshctl.keys import NodePrivateKey
+        mesh = DerpClient(url_b, ka, mesh_key=MESH_KEY)
+        await mesh.connect()
+        try:
+            absent = NodePrivateKey.generate().public_key()
+            await mesh.forward(NodePrivateKey.generate().public_key(), absent, b"nowhere")
+            await mesh.ping()
+            assert sb.stats.drops["unknown_dest_on_fwd"] == 1
+            assert sb.stats.packets_mesh_forwarded == 0
+        finally:
+            await mesh.close()
+            await sb.close()
+    run(body)
