@@ -57,14 +57,18 @@ in
     '';
   };
 
-  nodes.derp = {
+  nodes.derp = { lib, ... }: {
     services.meshctl.derp = {
       enable = true;
       listen = "0.0.0.0:8443";
       regionId = 900;
       regionCode = "vm";
       openFirewall = true;
+      # Only nodes the control server knows are admitted; the token is minted by the test script.
+      verifyUrl = "${controlUrl}/derp/verify";
+      verifyTokenFile = "/etc/meshctl/derp-token";
     };
+    systemd.services.meshctl-derp.wantedBy = lib.mkForce [ ];
   };
 
   nodes.node1 = node;
@@ -76,23 +80,24 @@ in
     start_all()
     control.wait_for_unit("meshctl-control.service")
     control.wait_for_open_port(8080)
-    derp.wait_for_unit("meshctl-derp.service")
-    derp.wait_for_open_port(8443)
 
     # The pinned key is the one the server serves.
     served = json.loads(node1.wait_until_succeeds("curl -sf ${controlUrl}/key", timeout=60))
     assert served["controlKey"] == "${controlPublicKey}", served
 
-    # Admin key made on the control host, then a reusable auth key through the admin API.
-    api_key = control.succeed(
-        "meshctl control admin-key --config /etc/meshctl/control.toml --state-dir /var/lib/meshctl/control"
-    ).strip()
-    auth = json.loads(control.succeed(
-        f"MESHCTL_API_KEY={api_key} meshctl admin --url http://localhost:8080 authkeys create --reusable --json"
-    ))["key"]
+    # Secrets minted on the control host (as the service's user, so the store keeps its owner) and
+    # handed over as root-only files, which the units read through LoadCredential.
+    local = "runuser -u meshctl-control -- meshctl control {} --config /etc/meshctl/control.toml"
+    token = control.succeed(local.format("derp-token")).strip()
+    auth = json.loads(control.succeed(local.format("authkey") + " --reusable --json"))["key"]
+
+    derp.succeed(f"install -D -m 0600 /dev/null /etc/meshctl/derp-token && printf '%s' {token} > /etc/meshctl/derp-token")
+    derp.systemctl("start meshctl-derp.service")
+    derp.wait_for_unit("meshctl-derp.service")
+    derp.wait_for_open_port(8443)
 
     for n in (node1, node2):
-        n.succeed(f"install -m 0600 /dev/null /etc/meshctl/authkey && printf '%s' {auth} > /etc/meshctl/authkey")
+        n.succeed(f"install -D -m 0600 /dev/null /etc/meshctl/authkey && printf '%s' {auth} > /etc/meshctl/authkey")
         n.systemctl("start meshctl-agent.service")
         n.wait_for_unit("meshctl-agent.service")
         n.wait_until_succeeds("ip -4 -o addr show dev mesh0 | grep -q ' 100\\.'", timeout=120)
@@ -104,9 +109,11 @@ in
     node1.wait_until_succeeds(f"ping -c1 -W2 {ip2}", timeout=120)
     node2.wait_until_succeeds(f"ping -c1 -W2 {ip1}", timeout=120)
 
-    # Block direct UDP between the nodes: the mesh falls back to the DERP relay.
-    lan1 = node1.succeed("getent ahostsv4 node1 | awk 'NR==1 {print $1}'").strip()
-    lan2 = node2.succeed("getent ahostsv4 node2 | awk 'NR==1 {print $1}'").strip()
+    # Block direct UDP between the nodes: the mesh falls back to the DERP relay, which admits them
+    # only because control vouches for them (fail-closed admission with the token from above).
+    # (each resolves the other's name: its own may also map to 127.0.0.2)
+    lan2 = node1.succeed("getent ahostsv4 node2 | awk 'NR==1 {print $1}'").strip()
+    lan1 = node2.succeed("getent ahostsv4 node1 | awk 'NR==1 {print $1}'").strip()
     node1.succeed(f"iptables -I OUTPUT -p udp -d {lan2} -j DROP")
     node2.succeed(f"iptables -I OUTPUT -p udp -d {lan1} -j DROP")
     node1.wait_until_succeeds(f"ping -c1 -W2 {ip2}", timeout=180)
@@ -114,6 +121,7 @@ in
 
     # Secrets stay out of the store and the agent's state is private.
     node1.succeed("test \"$(stat -c %a /var/lib/meshctl/agent)\" = 700")
-    node1.fail("grep -rl mskey-auth /nix/store/*meshctl-agent.toml")
+    node1.fail("grep -l mskey-auth /nix/store/*meshctl-agent.toml")
+    control.fail("grep -rl mskey- /nix/store/*meshctl-control.toml")
   '';
 }

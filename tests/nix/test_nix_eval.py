@@ -454,6 +454,12 @@ def test_nix_vm_test_machines_evaluate(h: Harness) -> None:
     assert region["id"] == int(derp_args[derp_args.index("--region-id") + 1])
     assert f"0.0.0.0:{region['nodes'][0]['derp_port']}" == derp_args[derp_args.index("--listen") + 1]
     assert 8080 in control["firewall"]["allowedTCPPorts"]
+    # The relay asks control before admitting a node, with a token read through LoadCredential; it is
+    # started by the script once the token file exists.
+    assert derp_args[derp_args.index("--verify-url") + 1] == "http://control:8080/derp/verify"
+    assert machines["derp"]["services"]["meshctl-derp"]["serviceConfig"]["LoadCredential"] == [
+        "verify-token:/etc/meshctl/derp-token"]
+    assert machines["derp"]["services"]["meshctl-derp"]["wantedBy"] == []
     for n in ("node1", "node2"):
         agent = machines[n]["etc"]["meshctl/agent.toml"]["settings"]
         assert agent["control_url"] == "http://control:8080"
