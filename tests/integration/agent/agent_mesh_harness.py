@@ -144,11 +144,17 @@ class Mesh:
             d.mkdir(mode=0o700)
             self.agents[f"n{i}"] = Agent(f"n{i}", ns, ip, d)
 
-    def spawn(self, ns: str, name: str, argv: Sequence[str]) -> Proc:
+    def spawn(self, ns: str, name: str, argv: Sequence[str], wg_dir: Path | None = None) -> Proc:
+        """Run argv in `ns` with a private /run; `wg_dir` (kept across restarts of one agent) becomes
+        /run/wireguard, so an agent restarted after a crash finds wireguard-go's UAPI socket again."""
         log = self.root / f"{name}.log"
         f = log.open("ab")
+        setup = "mount -t tmpfs none /run"
+        if wg_dir is not None:
+            wg_dir.mkdir(mode=0o700, exist_ok=True)
+            setup += f" && mkdir -p /run/wireguard && mount --bind {wg_dir} /run/wireguard"
         wrapped = ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-                   "sh", "-c", 'mount -t tmpfs none /run && exec "$@"', "sh", *argv]
+                   "sh", "-c", setup + ' && exec "$@"', "sh", *argv]
         p = Proc(name, subprocess.Popen(wrapped, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log)
         f.close()
         self.procs.append(p)
@@ -235,7 +241,8 @@ packet_filter = false
 
     def start_agent(self, a: Agent, auth_key: str | None = None) -> None:
         cfg = self.write_agent_config(a, auth_key)
-        a.proc = self.spawn(a.ns, f"agent-{a.name}", [MESHCTL, "agent", "run", "--config", str(cfg), "-v"])
+        a.proc = self.spawn(a.ns, f"agent-{a.name}", [MESHCTL, "agent", "run", "--config", str(cfg), "-v"],
+                            wg_dir=a.dir / "wgrun")
         wait_for(f"agent {a.name} local API", lambda: a.proc is not None and a.proc.alive() and a.socket.exists()
                  and a.status()["self"]["addresses"], timeout=40)
 
@@ -254,10 +261,25 @@ packet_filter = false
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.procs)
 
+    def wireguard_go_pid(self, a: Agent) -> int | None:
+        f = a.dir / "state" / "wireguard-go.mesh0.pid"
+        try:
+            return int(f.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def close(self) -> None:
         for p in reversed(self.procs):
             p.stop()
         self.procs.clear()
+        for a in self.agents.values():
+            # a SIGKILLed agent leaves wireguard-go behind, and it outlives its namespace: stop it by PID,
+            # after checking the PID still is a wireguard-go (PIDs wrap)
+            pid = self.wireguard_go_pid(a)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "wireguard-go":
+                        os.kill(pid, signal.SIGTERM)
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         self.namespaces.clear()

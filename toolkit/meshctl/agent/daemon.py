@@ -155,9 +155,10 @@ class Agent:
             restart_task = asyncio.create_task(self._stream_restart.wait())
             done, _ = await asyncio.wait({stream_task, restart_task}, return_when=asyncio.FIRST_COMPLETED)
             for t in (stream_task, restart_task):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                if not t.done():
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
             if restart_task in done:
                 continue  # node key changed: new stream at once
             err = stream_task.exception() if not stream_task.cancelled() else None
