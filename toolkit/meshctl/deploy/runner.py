@@ -171,40 +171,51 @@ class Deployment:
             out = get_fact(state, host, Command, kwargs={"command": command})
         return str(out or "")
 
-    def _apply(self, state: Any, active: Mapping[str, Any], role: str, names: Sequence[str],
-               kwargs_for: Callable[[str], dict[str, Any]], reporter: _Reporter) -> None:
-        """Add `role` for each of `names` (that is still alive), run the phase and record per-op results."""
+    def _apply(self, state: Any, active: Mapping[str, Any],
+               steps: Sequence[tuple[str, Sequence[str], Callable[[str], dict[str, Any]]]],
+               reporter: _Reporter) -> None:
+        """Add each step's role for its hosts (those still alive), run the phase once, record per-op results.
+
+        pyinfra runs every operation of a State in one `run_ops`; a second call would re-run the first ones,
+        so all roles of a phase are added before it runs.
+        """
         from pyinfra.api.deploy import add_deploy
         from pyinfra.api.exceptions import PyinfraError
         from pyinfra.api.operations import run_ops
 
-        fn = load_role(role)
-        planned: dict[str, list[str]] = {}
-        for name in self._alive(names):
-            host = active.get(name)
-            if host is None:
-                continue
-            before = len(host.op_hash_order)
-            try:
-                add_deploy(state, fn, host=host, **kwargs_for(name))
-            except Exception as err:  # a role failing at plan time (e.g. a fact it needs errored)
-                self._fail(name, role, f"{type(err).__name__}: {err}")
-                continue
-            planned[name] = list(host.op_hash_order[before:])
-            for op_hash in planned[name]:
-                reporter.role_of[(name, op_hash)] = role
-            self.hosts[name].roles.append(role)
+        planned: list[tuple[str, str, list[str]]] = []  # role, host, op hashes
+        for role, names, kwargs_for in steps:
+            fn = load_role(role)
+            for name in self._alive(names):
+                host = active.get(name)
+                if host is None:
+                    continue
+                before = len(host.op_hash_order)
+                try:
+                    add_deploy(state, fn, host=host, **kwargs_for(name))
+                except Exception as err:  # a role failing at plan time (e.g. a fact it needs errored)
+                    self._fail(name, role, f"{type(err).__name__}: {err}")
+                    continue
+                ops = list(host.op_hash_order[before:])
+                planned.append((role, name, ops))
+                for op_hash in ops:
+                    reporter.role_of[(name, op_hash)] = role
+                self.hosts[name].roles.append(role)
+        label = "+".join(role for role, _, _ in steps)
+        per_host: dict[str, int] = {}
+        for _, name, ops in planned:
+            per_host[name] = per_host.get(name, 0) + len(ops)
         if self.progress is not None:
-            self.progress.phase_started(role, {n: len(ops) for n, ops in planned.items()})
-        if not self.options.dry_run and any(planned.values()):
+            self.progress.phase_started(label, per_host)
+        if not self.options.dry_run and any(ops for _, _, ops in planned):
             try:
                 run_ops(state)
             except PyinfraError:
                 pass  # failed hosts are recorded below
-        for name, op_hashes in planned.items():
-            self._collect(state, active[name], role, op_hashes)
+        for role, name, ops in planned:
+            self._collect(state, active[name], role, ops)
         if self.progress is not None:
-            self.progress.phase_finished(role)
+            self.progress.phase_finished(label)
 
     def _collect(self, state: Any, host: Any, role: str, op_hashes: list[str]) -> None:
         from pyinfra.context import ctx_host, ctx_state
@@ -246,9 +257,9 @@ class Deployment:
             return
         installs: dict[str, Any] = {}
         with self._connected("common", names) as (state, active, reporter):
-            self._apply(state, active, "common", names, lambda _: {
+            self._apply(state, active, [("common", names, lambda _: {
                 "wheelhouse_tar": str(self.wheelhouse.tar), "wheelhouse_key": self.wheelhouse.key,
-                "installs": installs}, reporter)
+                "installs": installs})], reporter)
         for name in names:
             op = installs.get(name)
             if op is None:
@@ -268,8 +279,8 @@ class Deployment:
                 self._control_down(f"control host {control} is unreachable")
                 return
             if target:
-                self._apply(state, active, "control", [control],
-                            lambda _: {"mesh": self.plan, "upgraded": self.upgraded.get(control, False)}, reporter)
+                self._apply(state, active, [("control", [control], lambda _: {
+                    "mesh": self.plan, "upgraded": self.upgraded.get(control, False)})], reporter)
                 if self.hosts[control].failed:
                     self._control_down(f"control host {control} failed")
                     return
@@ -333,9 +344,9 @@ class Deployment:
                     tokens[name] = PLACEHOLDER
                 else:
                     tokens[name] = self._mint(state, active[control], "derp-token", name, _DERP_TOKEN)
-            self._apply(state, active, "derp", names, lambda n: {
+            self._apply(state, active, [("derp", names, lambda n: {
                 "mesh": self.plan, "token": tokens.get(n), "upgraded": self.upgraded.get(n, False),
-                "mesh_key": self._mesh_key(n)}, reporter)
+                "mesh_key": self._mesh_key(n)})], reporter)
 
     def _mesh_key(self, host: str) -> str | None:
         """The region's DERP mesh key from the workspace secrets (made on first use), if the region is meshed."""
@@ -368,11 +379,14 @@ class Deployment:
                     else:
                         tags = " ".join(f"--tag {shlex.quote(t)}" for t in self.spec.data(name).get("tags", []))
                         auth[name] = self._mint(state, active[control], f"authkey {tags}".strip(), name, _AUTH_KEY)
-                control_key = self.control_key
-                self._apply(state, active, "node", nodes, lambda n: {
+            control_key = self.control_key
+            steps: list[tuple[str, Sequence[str], Callable[[str], dict[str, Any]]]] = []
+            if control_key is not None:
+                steps.append(("node", nodes, lambda n: {
                     "mesh": self.plan, "control_key": control_key, "auth_key": auth.get(n),
-                    "upgraded": self.upgraded.get(n, False)}, reporter)
-            self._apply(state, active, "ssh", everyone, lambda _: {"rotation": self.workspace.rotation}, reporter)
+                    "upgraded": self.upgraded.get(n, False)}))
+            steps.append(("ssh", everyone, lambda _: {"rotation": self.workspace.rotation}))
+            self._apply(state, active, steps, reporter)
 
     def run(self) -> DeployResult:
         started = time.monotonic()
