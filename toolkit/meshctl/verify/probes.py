@@ -33,15 +33,15 @@ def _control_url() -> str:
     return f"http://127.0.0.1:{listen.rsplit(':', 1)[1]}"
 
 
-async def authkey_reuse() -> tuple[bool, str]:
+async def authkey_reuse(state_dir: Path = CONTROL_STATE, url: str | None = None) -> tuple[bool, str]:
     """Mint an ephemeral one-off key, register one throwaway machine with it, then try a second machine."""
-    out = subprocess.run([MESHCTL, "control", "authkey", "--state-dir", str(CONTROL_STATE), "--ephemeral",
+    out = subprocess.run([MESHCTL, "control", "authkey", "--state-dir", str(state_dir), "--ephemeral",
                           "--expiry", "10m", "--json"], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return False, f"cannot mint an auth key on this host: {out.stderr.strip()}"
     key = str(json.loads(out.stdout)["key"])
-    control_key = ControlPublicKey.from_text((CONTROL_STATE / "control.pub").read_text().strip())
-    url = _control_url()
+    control_key = ControlPublicKey.from_text((state_dir / "control.pub").read_text().strip())
+    url = url or _control_url()
     results = []
     for n in (1, 2):
         client = ControlClient(url, control_key, MachinePrivateKey.generate())
