@@ -8,6 +8,8 @@ literal or a store path above all, since it would end up world-readable in /nix/
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
 import shlex
 import shutil
@@ -536,3 +538,137 @@ def test_nix_units_accepted_by_systemd(h: Harness, tmp_path: Path) -> None:
         if found := systemd_complaints(path):
             complaints[name] = found
     assert complaints == {}
+
+
+# ---------------------------------------------------------------- the commands as meshctl reads them
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(v)
+
+
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    """What pkgs.formats.toml would render (inline tables instead of sections: same data)."""
+    path.write_text("".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in settings.items()))
+    assert tomllib.loads(path.read_text()) == settings
+
+
+def self_signed(tmp: Path) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesh.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_nix_rendered_commands_accepted_by_meshctl(h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unit's ExecStart, with its rendered config and credentials, run through the real meshctl CLI up to
+    the point where the daemon would start: flags and config keys the module writes are ones meshctl reads."""
+    from typer.testing import CliRunner
+
+    import meshctl.agent.daemon
+    import meshctl.control.server
+    import meshctl.derp.service
+    import meshctl.rotate.hostjob
+    from meshctl.cli.app import app
+    from meshctl.keys import generate_token
+
+    out = h.eval({
+        "services.meshctl.control": {"enable": True, "listen": "0.0.0.0:443", "domain": "mesh.test",
+                                     "database": "postgresql+psycopg:///meshctl?host=/run/postgresql",
+                                     "tls": {"certFile": "/etc/ssl/c.pem", "keyFile": "/etc/ssl/k.pem"},
+                                     "settings": {"node_key_expiry": "90d", "derp": {"regions": [{
+                                         "id": 901, "code": "fra", "nodes": [{
+                                             "host_name": "derp.mesh.test", "derp_port": 443, "stun_port": 3478}]}]}}},
+        "services.meshctl.derp": {"enable": True, "regionId": 901, "verifyUrl": "https://c.mesh.test/derp/verify",
+                                  "verifyTokenFile": "/etc/meshctl/derp-token", "verifyFailOpen": True,
+                                  "meshWith": ["https://derp2.mesh.test"], "meshKeyFile": "/etc/meshctl/derp-mesh.key",
+                                  "tls": {"certFile": "/etc/ssl/c.pem", "keyFile": "/etc/ssl/k.pem"}},
+        "services.meshctl.node": {**NODE, "controlKey": "ctrlkey:" + "ab" * 32, "authKeyFile": "/etc/meshctl/authkey",
+                                  "interfaceName": "wg7", "port": 51820, "backend": "userspace"},
+        "services.meshctl.rotation": {"enable": True, "nodeKeyMaxAge": "30d", "sshHostCertRenewBefore": "3d"},
+    })
+    assert out["assertions"] == []
+    cert, key = self_signed(tmp_path)
+    secrets = {"tls-cert": cert, "tls-key": key, "verify-token": generate_token("derp").text.encode(),
+               "mesh-key": b"ab" * 32 + b"\n", "authkey": generate_token("auth").text.encode()}
+    # Store paths of rendered configs -> real files with the same data.
+    files = {}
+    for name, entry in out["etc"].items():
+        files[entry["path"]] = tmp_path / name.replace("/", "-")
+        write_toml(files[entry["path"]], entry["settings"])
+
+    captured: dict[str, Any] = {}
+
+    async def fake_agent(cfg: Any) -> None:
+        captured["agent"] = cfg
+
+    monkeypatch.setattr(meshctl.control.server, "serve", lambda cfg: captured.setdefault("control", cfg))
+    monkeypatch.setattr(meshctl.derp.service, "run", lambda cfg: captured.setdefault("derp", cfg))
+    monkeypatch.setattr(meshctl.agent.daemon, "run_agent", fake_agent)
+
+    async def fake_jobs(cfg: Any, policy: Any, now: float, **kw: Any) -> list[Any]:
+        captured["rotate"] = (cfg, policy, kw)
+        return []
+
+    monkeypatch.setattr(meshctl.rotate.hostjob, "run_host_jobs", fake_jobs)
+
+    runner = CliRunner()
+    for unit_name in ("meshctl-control", "meshctl-derp", "meshctl-agent", "meshctl-rotate"):
+        sc = out["services"][unit_name]["serviceConfig"]
+        creds = tmp_path / "credentials" / unit_name  # what systemd's %d is for this unit
+        creds.mkdir(parents=True)
+        for spec in sc.get("LoadCredential", []):
+            name = spec.split(":", 1)[0]
+            (creds / name).write_bytes(secrets[name])
+            (creds / name).chmod(0o400)
+        args = [files.get(a, a).__str__() for a in argv(sc["ExecStart"].replace("%d", str(creds)))]
+        assert args[0] == MESHCTL
+        result = runner.invoke(app, args[1:])
+        assert result.exit_code == 0, (unit_name, args, result.output)
+
+    control = captured["control"]
+    assert (control.listen, control.db_url, control.domain) == (
+        "0.0.0.0:443", "postgresql+psycopg:///meshctl?host=/run/postgresql", "mesh.test")
+    assert str(control.state_dir) == "/var/lib/meshctl/control"
+    assert control.tls_cert is not None and control.tls_cert.read_bytes() == cert
+    assert control.node_key_expiry == 90 * 86400
+    assert 901 in control.derp_map.regions
+
+    derp = captured["derp"]
+    assert (derp.listen, derp.stun_listen, derp.region_id) == ("0.0.0.0:443", "0.0.0.0:3478", 901)
+    assert str(derp.key_file) == "/var/lib/meshctl/derp/derp.key"
+    assert derp.verify_url == "https://c.mesh.test/derp/verify" and derp.verify_fail_open is True
+    assert Path(derp.verify_token_file).read_bytes() == secrets["verify-token"]
+    assert Path(derp.mesh_key_file).read_bytes() == secrets["mesh-key"]
+    assert list(derp.mesh_with) == ["https://derp2.mesh.test"]
+
+    agent = captured["agent"]
+    assert agent.control_url == "https://control.example.com"
+    assert agent.control_key.to_text() == "ctrlkey:" + "ab" * 32
+    assert (agent.interface, agent.port, agent.backend) == ("wg7", 51820, "userspace")
+    assert str(agent.auth_key_file) == "/run/credentials/meshctl-agent.service/authkey"
+    assert str(agent.socket) == "/run/meshctl/agent.sock"  # RuntimeDirectory=meshctl
+
+    _, policy, kw = captured["rotate"]
+    assert (policy.node_key_max_age, policy.host_cert_renew_before) == (30 * 86400, 3 * 86400)
+    assert kw["if_due"] is True
