@@ -158,7 +158,10 @@ def load_config(path: Path | None) -> ControlConfig:
     if not isinstance(ns, list) or not all(isinstance(x, str) for x in ns):
         raise ConfigError(f"{where}: nameservers must be a list of strings")
     listen = _str(raw, "listen", where, "0.0.0.0:8080")
-    parse_listen(listen)
+    try:
+        parse_listen(listen)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     return ControlConfig(
         listen=listen, state_dir=Path(_str(raw, "state_dir", where, str(DEFAULT_STATE_DIR))),
         db=_str(raw, "db", where), domain=_str(raw, "domain", where, "mesh.internal"), ipv4_prefix=v4,

@@ -94,6 +94,7 @@ class RequestOpener:
         return box
 
     def open(self, header: str | None, body: bytes, now: float) -> OpenedRequest:
+        self._forget(now)
         if not header:
             raise SealError(f"missing {MACHINE_HEADER} header (want mkey:<64 hex>)", "missing_machine_header")
         try:
@@ -121,7 +122,6 @@ class RequestOpener:
             raise SealError(f"request time is {now - t:+.0f} s off the server clock (window ±{self.window:.0f} s)",
                             "stale_time")
         nonce = body[: Box.NONCE_LEN]
-        self._forget(now)
         if nonce in self._seen:
             raise SealError("request nonce was already used (replayed request)", "replayed")
         self._seen.add(nonce)
