@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meshctl.verify.probes import authkey_reuse, derp_unknown
+from meshctl.verify.probes import authkey_reuse, derp_unknown, stun
 
 pytestmark = pytest.mark.integration
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
@@ -102,3 +102,17 @@ def test_derp_probe_passes_only_when_admission_refuses(control: tuple[Path, str]
         stop(open_relay)
     ok, msg = asyncio.run(derp_unknown(guarded_url))  # nothing listens any more: not a refusal
     assert not ok and "did not complete a handshake" in msg
+
+
+def test_stun_probe_reports_the_reflexive_address(tmp_path: Path) -> None:
+    port, stun_port = free_port(), free_port()
+    p = start([MESHCTL, "derp", "serve", "--listen", f"127.0.0.1:{port}", "--stun-listen", f"127.0.0.1:{stun_port}",
+               "--key-file", str(tmp_path / "derp.key")], tmp_path / "log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/derp/probe")
+        ok, msg = stun("127.0.0.1", stun_port)
+        assert ok and "sees us as 127.0.0.1:" in msg, msg
+    finally:
+        stop(p)
+    ok, msg = stun("127.0.0.1", stun_port)
+    assert not ok and "no STUN answer" in msg

@@ -14,7 +14,7 @@ from .errors import CheckFailed
 from .hosts import HostSpec, SshSession
 from .result import MatrixCell
 
-__all__ = ["authkey_reuse_refused", "control_key_pinned", "ping_matrix"]
+__all__ = ["authkey_reuse_refused", "control_key_pinned", "ping_matrix", "stun_from_node"]
 
 _RTT = re.compile(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/")
 
@@ -91,4 +91,22 @@ def authkey_reuse_refused(session: SshSession, control: HostSpec) -> str:
     r = host.run("/opt/meshctl/bin/python -m meshctl.verify.probes authkey-reuse")
     if r.rc != 0:
         raise CheckFailed(f"a used one-off auth key was not refused: {(r.stdout + r.stderr).strip()[:300]}")
+    return str(r.stdout).strip()
+
+
+def stun_from_node(session: SshSession, derp: HostSpec, node: HostSpec) -> str:
+    """A STUN request from `node` to `derp`'s public address is answered (UDP 3478 reachable from the nodes)."""
+    import tomllib
+
+    f = session.host(derp.name).file("/etc/meshctl/derp.toml")
+    conf = tomllib.loads(f.content_string) if f.exists else {}
+    listen = str(conf.get("stun_listen", "0.0.0.0:3478"))
+    if not listen:
+        raise CheckFailed(f"{derp.name} runs no STUN server (stun_listen is empty), want one on udp 3478")
+    port = int(listen.rsplit(":", 1)[1])
+    address = str(derp.data.get("public_address") or derp.address)
+    r = session.host(node.name).run(
+        f"/opt/meshctl/bin/python -m meshctl.verify.probes stun {shlex.quote(address)} {port}")
+    if r.rc != 0:
+        raise CheckFailed(f"{node.name}: {(r.stdout + r.stderr).strip()[:200]}")
     return str(r.stdout).strip()

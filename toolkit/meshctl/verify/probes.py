@@ -2,6 +2,7 @@
 
     /opt/meshctl/bin/python -m meshctl.verify.probes authkey-reuse      (on the control host)
     /opt/meshctl/bin/python -m meshctl.verify.probes derp-unknown URL   (on a DERP host)
+    /opt/meshctl/bin/python -m meshctl.verify.probes stun HOST PORT     (on a node)
 
 Each prints one line saying what it found and exits 0 when the mesh behaved as it must, 1 otherwise.
 """
@@ -19,9 +20,11 @@ from ..control.client import ControlClient, RegistrationError
 from ..derp.client import DerpClient
 from ..derp.errors import AdmissionDeniedError, DerpClosedError, DerpError
 from ..keys import ControlPublicKey, MachinePrivateKey, NodePrivateKey
+from ..stun.client import probe_blocking
+from ..stun.errors import StunError
 from ..wire import HostInfo
 
-__all__ = ["authkey_reuse", "derp_unknown", "main"]
+__all__ = ["authkey_reuse", "derp_unknown", "main", "stun"]
 
 CONTROL_STATE = Path("/var/lib/meshctl/control")
 CONTROL_CONF = Path("/etc/meshctl/control.toml")
@@ -81,13 +84,25 @@ async def derp_unknown(url: str) -> tuple[bool, str]:
         await client.close()
 
 
+def stun(host: str, port: int) -> tuple[bool, str]:
+    """A STUN binding request from this host must be answered with our reflexive address."""
+    try:
+        ip, mapped = probe_blocking(host, port, timeout=3.0)
+    except (StunError, OSError) as e:
+        return False, f"no STUN answer from {host}:{port}: {e}"
+    return True, f"STUN {host}:{port} sees us as {ip}:{mapped}"
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["authkey-reuse"]:
         ok, msg = asyncio.run(authkey_reuse())
     elif argv[:1] == ["derp-unknown"] and len(argv) == 2:
         ok, msg = asyncio.run(derp_unknown(argv[1]))
+    elif argv[:1] == ["stun"] and len(argv) == 3:
+        ok, msg = stun(argv[1], int(argv[2]))
     else:
-        print("usage: python -m meshctl.verify.probes {authkey-reuse | derp-unknown URL}", file=sys.stderr)
+        print("usage: python -m meshctl.verify.probes {authkey-reuse | derp-unknown URL | stun HOST PORT}",
+              file=sys.stderr)
         return 2
     print(msg)
     return 0 if ok else 1

@@ -13,7 +13,7 @@ from dataclasses import replace
 from .checks import DEFAULT_CONTEXT, ROLE_CHECKS, CheckContext
 from .errors import CheckFailed, CheckWarning, VerifyError
 from .hosts import HostSpec, SshSession
-from .mesh import authkey_reuse_refused, control_key_pinned, ping_matrix
+from .mesh import authkey_reuse_refused, control_key_pinned, ping_matrix, stun_from_node
 from .result import CheckResult, Outcome, Report
 
 __all__ = ["planned_checks", "run_verify"]
@@ -92,6 +92,14 @@ def run_verify(specs: list[HostSpec], *, ctx: CheckContext = DEFAULT_CONTEXT, ma
             for x in (r, r2):
                 if progress:
                     progress(x)
+        derps = [s for s in specs if "derp" in s.roles and s.name not in unreachable]
+        for d in derps:
+            for n in nodes:
+                r3 = _run_one(n.name, f"STUN to {d.name}",
+                              lambda d=d, n=n: stun_from_node(session, d, n))  # type: ignore[misc]
+                report.results.append(r3)
+                if progress:
+                    progress(r3)
         if matrix and len(nodes) > 1:
             report.matrix = ping_matrix(session, nodes)
     report.seconds = time.monotonic() - start
