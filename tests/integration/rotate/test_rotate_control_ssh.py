@@ -152,3 +152,27 @@ def test_cli_sign_user_and_known_hosts(server: Server, tmp_path: Path) -> None:
     r = runner.invoke(app, ["ssh", "sign-user", "--user", "alice", "--principal", "root", str(key) + ".pub"],
                       env={**env, "MESHCTL_API_KEY": "mskey-api-000000000000-" + "0" * 64})
     assert r.exit_code == 1 and "401" in r.output
+
+
+def test_keys_audit_lists_and_flags(server: Server, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from meshctl.cli.app import app
+
+    svc = server.app.state.service
+    _, api_key = svc.create_api_key(3600)
+    svc.create_api_key(None)  # a key that never expires: flagged
+    asyncio.run(_register(server, MachinePrivateKey.generate(), NodePrivateKey.generate()))
+    env = {"MESHCTL_CONTROL_URL": server.url, "MESHCTL_API_KEY": api_key, "MESHCTL_WORKSPACE": ""}
+    r = CliRunner().invoke(app, ["keys", "audit", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    kinds = [k["kind"] for k in data["keys"]]
+    assert kinds.count("node-key") == 1 and kinds.count("api-key") == 2 and "ssh-ca" in kinds
+    assert kinds.count("auth-key") == 1  # the one-off key the node used: listed as inactive
+    statuses = {(k["kind"], k["status"]) for k in data["keys"]}
+    assert ("api-key", "no-expiry") in statuses and ("auth-key", "inactive") in statuses
+    assert data["flagged"] == 1
+    assert CliRunner().invoke(app, ["keys", "audit", "--check"], env=env).exit_code == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,19 @@ def test_user_cert_login_with_only_the_ca_line(certified_sshd: tuple[PrivateSshd
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "logged-in"
     assert known.read_text().count("\n") == 1  # nothing was learned on first use
+
+
+def test_audit_reads_the_certificate_sshd_presents(certified_sshd: tuple[PrivateSshd, Control, Path]) -> None:
+    from meshctl.rotate.audit import audit_host_cert, scan_host_cert
+    from meshctl.rotate.sshexec import SshTarget
+    from meshctl.workspace import RotationPolicy
+
+    sshd, control, _ = certified_sshd
+    cert, error = scan_host_cert(SshTarget("n1", "127.0.0.1", sshd.port))
+    assert error is None and cert is not None
+    assert cert.key_id.startswith("meshctl-host:n1:")
+    verdict = audit_host_cert("n1", cert, time.time(), RotationPolicy(), control.settings.ca.public_line())
+    assert verdict.status == "ok" and not verdict.flagged
 
 
 def test_certificate_for_another_principal_is_refused(certified_sshd: tuple[PrivateSshd, Control, Path],
