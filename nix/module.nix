@@ -115,8 +115,9 @@ let
     message = "services.meshctl.${name}.tls: set both certFile and keyFile, or neither (got only "
       + (if tls.certFile == null then "keyFile" else "certFile") + ").";
   }];
-  tlsCredentials = tls: optionals (tls.certFile != null) [ "tls-cert:${tls.certFile}" "tls-key:${tls.keyFile}" ];
-  tlsArgs = tls: optionals (tls.certFile != null) [ "--tls-cert" (credArg "tls-cert") "--tls-key" (credArg "tls-key") ];
+  tlsComplete = tls: tls.certFile != null && tls.keyFile != null;
+  tlsCredentials = tls: optionals (tlsComplete tls) [ "tls-cert:${tls.certFile}" "tls-key:${tls.keyFile}" ];
+  tlsArgs = tls: optionals (tlsComplete tls) [ "--tls-cert" (credArg "tls-cert") "--tls-key" (credArg "tls-key") ];
 
   listenAssertions = name: listen: [{
     assertion = portOf listen >= 1 && portOf listen <= 65535;
