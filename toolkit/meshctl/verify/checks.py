@@ -273,47 +273,68 @@ def _wg(host: Host, what: str, iface: str = "mesh0") -> list[list[str]]:
     return [line.split() for line in _run(host, f"wg show {iface} {what}").splitlines() if line.strip()]
 
 
-def _peer_wg_key(peer: dict[str, Any]) -> str:
+def _peer_matches(peer: dict[str, Any], wg_key: str) -> bool:
+    """Does a status peer correspond to a WireGuard (base64) key? Status may give the full node key or
+    only its short fingerprint `[abcde]` (the first 5 base64 characters)."""
     from ..keys import NodePublicKey
 
-    for k in ("wireguard", "wgKey", "wg_key"):
-        if peer.get(k):
-            return str(peer[k])
-    node_key = peer.get("nodeKey") or peer.get("node_key")
-    if not node_key:
-        raise CheckFailed(f"status has no key for peer {peer.get('name')}")
-    return NodePublicKey.from_text(str(node_key)).to_wireguard_base64()
+    key = str(peer.get("wireguard") or peer.get("nodeKey") or "")
+    if key.startswith("[") and key.endswith("]"):
+        return wg_key.startswith(key[1:-1])
+    if key.startswith(NodePublicKey.PREFIX):
+        return NodePublicKey.from_text(key).to_wireguard_base64() == wg_key
+    return key == wg_key
+
+
+def _match_peers(status: dict[str, Any], wg_keys: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    """(wg key -> peer name, netmap peers missing from WireGuard, WireGuard keys unknown to the netmap)."""
+    matched: dict[str, str] = {}
+    missing = []
+    for p in status.get("peers", []):
+        hit = next((k for k in wg_keys if _peer_matches(p, k) and k not in matched), None)
+        if hit is None:
+            missing.append(str(p.get("name", "?")))
+        else:
+            matched[hit] = str(p.get("name", "?"))
+    unknown = [k for k in wg_keys if k not in matched]
+    return matched, missing, unknown
 
 
 def node_wireguard_peers_match(host: Host, ctx: CheckContext = DEFAULT_CONTEXT) -> str:
     status = agent_status(host)
-    want = {_peer_wg_key(p): p.get("name", "?") for p in status.get("peers", [])}
-    have = {row[0] for row in _wg(host, "peers")}
-    missing = [want[k] for k in want if k not in have]
-    extra = len(have - set(want))
-    if missing or extra:
-        raise CheckFailed(f"WireGuard lacks peers {missing} and has {extra} unknown, want exactly the netmap's "
-                          f"{len(want)} peers")
-    return f"{len(want)} peers"
+    matched, missing, unknown = _match_peers(status, [row[0] for row in _wg(host, "peers")])
+    if missing or unknown:
+        raise CheckFailed(f"WireGuard lacks peers {missing} and has {len(unknown)} unknown, want exactly the "
+                          f"netmap's {len(status.get('peers', []))} peers")
+    return f"{len(matched)} peers"
 
 
 def node_peers_handshake(host: Host, ctx: CheckContext = DEFAULT_CONTEXT) -> str:
     status = agent_status(host)
-    names = {_peer_wg_key(p): str(p.get("name", "?")) for p in status.get("peers", [])}
-    now = time.time()
-    remote_now = float(_run(host, "date +%s").strip() or now)
-    stale = []
-    for key, ts in _wg(host, "latest-handshakes"):
+    rows = _wg(host, "latest-handshakes")
+    names, _, _ = _match_peers(status, [r[0] for r in rows])
+    # a peer without persistent keepalive and without traffic is idle by design: WireGuard only
+    # handshakes when there is something to send
+    keepalive = {r[0]: r[1] for r in _wg(host, "persistent-keepalive")}
+    remote_now = float(_run(host, "date +%s").strip())
+    stale, idle = [], []
+    for key, ts in rows:
         if key not in names:
             continue
         age = remote_now - int(ts) if int(ts) else None
-        if age is None:
+        if age is not None and age <= ctx.handshake_max_age:
+            continue
+        if keepalive.get(key, "off") == "off":
+            idle.append(names[key])
+        elif age is None:
             stale.append(f"peer {names[key]} never completed a handshake")
-        elif age > ctx.handshake_max_age:
+        else:
             stale.append(f"peer {names[key]} last handshake {_ago(age)} ago")
     if stale:
         raise CheckFailed("; ".join(stale) + f", want < {_ago(ctx.handshake_max_age)}")
-    return f"{len(names)} peers handshaked within {_ago(ctx.handshake_max_age)}"
+    fresh = len(names) - len(idle)
+    return f"{fresh} peers handshaked within {_ago(ctx.handshake_max_age)}" + (
+        f", {len(idle)} idle by design ({', '.join(idle)})" if idle else "")
 
 
 def node_magicdns(host: Host, ctx: CheckContext = DEFAULT_CONTEXT) -> str:
