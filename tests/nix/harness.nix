@@ -97,9 +97,17 @@ let
   vmTest = import vmTestPath { self = flakeOutputs; };
 
   flake = import flakePath;
+  # nixpkgs as the flake sees it: lib, and per system the fake pkgs with a runNixOSTest that
+  # returns what it was given.
   flakeOutputs = flake.outputs {
     self = flakeOutputs;
-    nixpkgs = { inherit lib; };
+    nixpkgs = {
+      inherit lib;
+      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: pkgs // {
+        stdenv.hostPlatform.system = system;
+        testers.runNixOSTest = test: { runNixOSTest = test; };
+      });
+    };
   };
 in
 {
@@ -110,6 +118,16 @@ in
   # The module as the flake exports it (nixosModules.default, which sets the package).
   evalFlake = module: evalWith [ flakeOutputs.nixosModules.default module ];
   hasExternalPath = types ? externalPath;
+  # The flake's outputs, reduced to names.
+  flakeSummary = {
+    packages = lib.mapAttrs (_: ps: lib.mapAttrs (_: p: p.name) ps) flakeOutputs.packages;
+    overlay = (flakeOutputs.overlays.default pkgs pkgs).meshctl.name;
+    checks = lib.mapAttrs (_: cs: lib.mapAttrs (_: c: {
+      inherit (c.runNixOSTest) name;
+      nodes = lib.attrNames c.runNixOSTest.nodes;
+    }) cs) flakeOutputs.checks;
+    nixosModules = lib.attrNames flakeOutputs.nixosModules;
+  };
   # What nix/package.nix hands to buildPythonApplication, with dependencies by name and the source
   # filter applied to a few repository-relative paths.
   package = packageArgs // {

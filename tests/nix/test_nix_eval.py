@@ -672,3 +672,13 @@ def test_nix_rendered_commands_accepted_by_meshctl(h: Harness, tmp_path: Path, m
     _, policy, kw = captured["rotate"]
     assert (policy.node_key_max_age, policy.host_cert_renew_before) == (30 * 86400, 3 * 86400)
     assert kw["if_due"] is True
+
+
+def test_nix_flake_outputs(h: Harness) -> None:
+    flake = h.attr("flakeSummary")
+    for system in ("x86_64-linux", "aarch64-linux"):
+        assert flake["packages"][system] == {"default": "meshctl-from-package.nix", "meshctl": "meshctl-from-package.nix"}
+        # The VM test is a flake check: control, DERP and two nodes.
+        assert flake["checks"][system] == {"vm": {"name": "meshctl", "nodes": ["control", "derp", "node1", "node2"]}}
+    assert flake["overlay"] == "meshctl-from-package.nix"
+    assert "default" in flake["nixosModules"]
