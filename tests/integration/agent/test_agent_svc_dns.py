@@ -64,8 +64,7 @@ def netns() -> Iterator[str]:
 
 @pytest.fixture
 def resolver(netns: str) -> Iterator[tuple[str, MagicDNS, StubUpstream, LoopInNetns]]:
-    # The daemon puts 100.100.100.100/32 on an interface; here the namespace's loopback holds it.
-    sh("ip", "-n", netns, "addr", "add", "100.100.100.100/32", "dev", "lo")
+    # By default the resolver itself puts 100.100.100.100/32 on the namespace's loopback while it serves.
     loop = LoopInNetns(netns)
     upstream = StubUpstream()
     magic = MagicDNS("corp.mesh", [UPSTREAM], forward_timeout=0.5)
@@ -105,6 +104,7 @@ needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-d
 @needs_dig
 def test_dig_resolves_mesh_names_over_udp_and_tcp(resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]) -> None:
     netns, _, upstream, _ = resolver
+    assert "inet 100.100.100.100/32" in sh("ip", "-n", netns, "addr", "show", "dev", "lo").stdout
     assert dig(netns, "+short", "web.corp.mesh", "A").split() == ["100.64.0.2"]
     assert dig(netns, "+short", "+tcp", "web.corp.mesh", "AAAA").split() == ["fd7a:115c:a1e0::2"]
     assert "status: NXDOMAIN" in dig(netns, "ghost.corp.mesh", "A")

@@ -209,10 +209,14 @@ class MagicDNS:
         address: str = MAGICDNS_ADDRESS,
         port: int = 53,
         forward_timeout: float = 2.0,
-        claim_on: str | None = None,
+        claim_on: str | None = "auto",
     ) -> None:
-        """`claim_on`: an interface (the mesh interface) to put `address` on while serving, so the
-        host's packets to it are delivered locally instead of being routed into the tunnel."""
+        """`claim_on`: an interface to put `address` on while serving, so the host's packets to it are
+        delivered locally instead of being routed into the tunnel (100.100.100.100 lies inside the mesh
+        route 100.64.0.0/10). Pass the mesh interface where systemd-resolved sends per-link DNS out of
+        it; "auto" means `lo` for 100.100.100.100 and nothing for any other address; None never claims."""
+        if claim_on == "auto":
+            claim_on = "lo" if address == MAGICDNS_ADDRESS else None
         self.table = NameTable.build(domain, {})
         self.upstreams: tuple[Upstream, ...] = tuple(upstreams)
         self.address = address
