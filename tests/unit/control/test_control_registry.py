@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,11 @@ def rec(i: int, **kw: object) -> NodeRecord:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+def load(frame: bytes | None) -> Any:
+    assert frame is not None
+    return json.loads(frame)
+
+
 def setup(n: int) -> tuple[Registry, Mapper, dict[int, MapSession]]:
     reg = Registry(PeerPolicy())
     for i in range(1, n + 1):
@@ -47,7 +53,7 @@ def test_full_frame_has_everything_and_parses() -> None:
     reg.put(rec(5, authorized=False))
     reg.put(rec(6, key_expiry=NOW - 1))
     s = MapSession(1, CTRL.box(reg.nodes[1].machine_key))
-    frame = MapResponse.from_json(json.loads(json.dumps(mapper.full_frame(s, NOW))))
+    frame = MapResponse.from_json(json.loads(mapper.full_frame(s, NOW)))
     assert frame.node is not None and frame.node.id == 1 and frame.node.fqdn == "n1.m.test"
     assert frame.peers is not None and sorted(p.id for p in frame.peers) == [2, 3, 4]  # not pending 5, expired 6
     assert frame.dns is not None and frame.derp_map is not None and frame.packet_filter == ()
@@ -61,8 +67,8 @@ def test_change_touches_each_other_stream_once_and_coalesces() -> None:
     reg.notify(7, Change.CHANGED)
     reg.notify(7, Change.PATCH)
     assert sessions[1].pending == {7: Change.CHANGED}
-    frame = mapper.delta_frame(sessions[1], NOW)
-    assert frame is not None and [p["id"] for p in frame["peersChanged"]] == [7] and "peersPatch" not in frame
+    frame = load(mapper.delta_frame(sessions[1], NOW))
+    assert [p["id"] for p in frame["peersChanged"]] == [7] and "peersPatch" not in frame
     assert mapper.delta_frame(sessions[1], NOW) is None  # nothing pending any more
 
 
@@ -70,8 +76,7 @@ def test_patch_frame_carries_only_patch_fields() -> None:
     reg, mapper, sessions = setup(3)
     reg.put(replace(reg.nodes[2], endpoints=("192.0.2.2:41641",), home_derp=901))
     reg.notify(2, Change.PATCH)
-    frame = mapper.delta_frame(sessions[1], NOW)
-    assert frame is not None
+    frame = load(mapper.delta_frame(sessions[1], NOW))
     assert frame["peersPatch"] == [{"id": 2, "endpoints": ["192.0.2.2:41641"], "homeDerp": 901, "online": True}]
     assert frame["seq"] == 2
 
@@ -82,21 +87,19 @@ def test_removed_and_expired_peers_become_peers_removed() -> None:
     reg.notify(3, Change.CHANGED, include_self=False)
     reg.put(replace(reg.nodes[4], key_expiry=NOW - 5))
     reg.notify(4, Change.CHANGED)
-    frame = mapper.delta_frame(sessions[1], NOW)
-    assert frame is not None and sorted(frame["peersRemoved"]) == [3, 4]
-    own = mapper.delta_frame(sessions[4], NOW)
-    assert own is not None and own["node"]["expired"] is True
+    frame = load(mapper.delta_frame(sessions[1], NOW))
+    assert sorted(frame["peersRemoved"]) == [3, 4]
+    own = load(mapper.delta_frame(sessions[4], NOW))
+    assert own["node"]["expired"] is True
 
 
 def test_seq_increases_by_one_per_frame() -> None:
     reg, mapper, sessions = setup(2)
     s = sessions[1]
-    seqs = [mapper.keepalive_frame(s, NOW)["seq"]]
+    seqs = [load(mapper.keepalive_frame(s, NOW))["seq"]]
     reg.notify(2, Change.PATCH)
-    frame = mapper.delta_frame(s, NOW)
-    assert frame is not None
-    seqs.append(frame["seq"])
-    seqs.append(mapper.keepalive_frame(s, NOW)["seq"])
+    seqs.append(load(mapper.delta_frame(s, NOW))["seq"])
+    seqs.append(load(mapper.keepalive_frame(s, NOW))["seq"])
     assert seqs == [2, 3, 4]
 
 

@@ -131,7 +131,7 @@ def create_app(config: ControlConfig, store: Store, control_key: ControlPrivateK
         session = MapSession(node.id, opened.box)
         return StreamingResponse(_frames(session), media_type="application/octet-stream")
 
-    def _encode(session: MapSession, frame: dict[str, Any], kind: str, started: float) -> bytes:
+    def _encode(session: MapSession, frame: bytes, kind: str, started: float) -> bytes:
         data = encode_frame(seal_json(session.box, frame))
         metrics.frames.labels(kind).inc()
         metrics.build.labels(kind).observe(time.perf_counter() - started)

@@ -15,6 +15,7 @@ Exact API::
             # rotation: node_key = the NEW key, old_node_key = the current one (its private half signs a proof)
             # re-registration of a known machine with the same node key: returns current status
             # refusals raise RegistrationError(reason, code, status); RegisterResult.error is then never set
+        def map_stream_raw(self, request: MapRequest) -> AsyncIterator[bytes]   # same, frames' JSON text undecoded
         def map_stream(self, request: MapRequest) -> AsyncIterator[MapResponse]
             # POST /machine/map with request.stream=True; yields every decoded frame, keep-alives included
             # (frame.keep_alive). Feed frames to NetMapState.apply(). Raises ControlHTTPError when refused
@@ -39,6 +40,7 @@ with the pinned control key came from the real server; one that does not raises 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ from typing import Any
 
 import httpx
 
-from ..keys import ControlPublicKey, MachinePrivateKey, NodePrivateKey
+from ..keys import BoxOpenError, ControlPublicKey, MachinePrivateKey, NodePrivateKey
 from ..wire import HostInfo, MapRequest, MapResponse, Node, WireFormatError
 from .errors import (
     ControlError,
@@ -168,6 +170,14 @@ class ControlClient:
             raise ControlHTTPError(resp.status_code, *_error_of(resp))
 
     async def map_stream(self, request: MapRequest) -> AsyncIterator[MapResponse]:
+        async for plain in self.map_stream_raw(request):
+            try:
+                yield MapResponse.from_json(json.loads(plain))
+            except (ValueError, WireFormatError) as err:
+                raise FrameError(f"malformed map frame: {err}") from None
+
+    async def map_stream_raw(self, request: MapRequest) -> AsyncIterator[bytes]:
+        """Like map_stream, but yields each frame's opened JSON text undecoded (for benchmarks and tools)."""
         payload = request.to_json()
         payload["stream"] = True
         headers, body = self._sealed(payload)
@@ -181,9 +191,9 @@ class ControlClient:
                 async for chunk in resp.aiter_raw():
                     for sealed in decoder.feed(chunk):
                         try:
-                            yield MapResponse.from_json(open_json(self._box, sealed, "map frame"))
-                        except WireFormatError as err:
-                            raise FrameError(f"malformed map frame: {err}") from None
+                            yield self._box.open(sealed)
+                        except BoxOpenError:
+                            raise SealError("map frame does not open with the pinned control key", "bad_box") from None
         except httpx.TransportError as err:
             raise ControlUnreachableError(self.url, str(err) or type(err).__name__) from None
         raise ControlUnreachableError(self.url, "map stream closed by the server")

@@ -1,12 +1,15 @@
-"""Builds map frames: full maps for a new stream, coalesced delta frames, keep-alives.
+"""Builds map frames (JSON bytes): full maps for a new stream, coalesced delta frames, keep-alives.
 
-Frames are built as JSON-ready dicts from per-node dicts cached in the registry (`wire.Node.to_json()`
-of each node, invalidated when the node changes), so a full map for N peers costs N dict lookups and
-one `json.dumps`, and a delta costs work proportional to the peers it carries.
+Each node's wire JSON (`wire.Node.to_json()`, serialized) is cached in the registry and
+invalidated when the node changes, so a full map for N peers is N cache lookups and one byte join,
+and a delta costs work proportional to the peers it carries. The DERP map and DNS config are
+serialized once.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,11 +20,22 @@ from .registry import Change, MapSession, Registry
 
 __all__ = ["Mapper", "ssh_config_provider"]
 
-_EPOCH = datetime.fromtimestamp(0, UTC)
-
 
 def _dt(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _compose(fields: Iterable[tuple[str, bytes]]) -> bytes:
+    """A JSON object from (name, already-encoded JSON value) pairs."""
+    return b"{" + b",".join(b'"' + k.encode() + b'":' + v for k, v in fields) + b"}"
+
+
+def _array(items: Iterable[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
 
 
 def ssh_config_provider(_node: NodeRecord) -> SSHConfig | None:
@@ -34,8 +48,8 @@ class Mapper:
         self.config = config
         self.registry = registry
         self.dns = DNSConfig(domain=config.domain, magic_dns=True, nameservers=config.nameservers)
-        self._derp_json = config.derp_map.to_json()
-        self._dns_json = self.dns.to_json()
+        self._derp_json = _dumps(config.derp_map.to_json())
+        self._dns_json = _dumps(self.dns.to_json())
         self.ssh_config = ssh_config_provider
 
     def wire_node(self, rec: NodeRecord, now: float) -> Node:
@@ -51,40 +65,44 @@ class Mapper:
             hostinfo=rec.hostinfo,
         )
 
-    def node_json(self, rec: NodeRecord, now: float) -> dict[str, Any]:
+    def node_json(self, rec: NodeRecord, now: float) -> bytes:
         cached = self.registry.wire_cache.get(rec.id)
         if cached is None:
-            cached = self.wire_node(rec, now).to_json()
+            cached = _dumps(self.wire_node(rec, now).to_json())
             self.registry.wire_cache[rec.id] = cached
         return cached
 
-    def _head(self, session: MapSession, now: float) -> dict[str, Any]:
+    def _head(self, session: MapSession, now: float) -> list[tuple[str, bytes]]:
         session.seq += 1
-        return {"seq": session.seq, "controlTime": format_time(datetime.fromtimestamp(now, UTC))}
+        return [("seq", str(session.seq).encode()),
+                ("controlTime", b'"' + format_time(datetime.fromtimestamp(now, UTC)).encode() + b'"')]
 
-    def full_frame(self, session: MapSession, now: float) -> dict[str, Any]:
+    def full_frame(self, session: MapSession, now: float) -> bytes:
         reg = self.registry
         me = reg.nodes[session.node_id]
         session.pending.clear()
         session.self_changed = False
-        frame = self._head(session, now)
-        frame["node"] = self.node_json(me, now)
-        frame["peers"] = [self.node_json(p, now) for p in reg.nodes.values() if reg.policy.can_see(me, p, now)]
-        frame["derpMap"] = self._derp_json
-        frame["dns"] = self._dns_json
-        frame["packetFilter"] = [r.to_json() for r in reg.policy.packet_filter(me)]
+        fields = self._head(session, now)
+        fields.append(("node", self.node_json(me, now)))
+        fields.append(("peers", _array(self.node_json(p, now) for p in reg.nodes.values()
+                                       if reg.policy.can_see(me, p, now))))
+        fields.append(("derpMap", self._derp_json))
+        fields.append(("dns", self._dns_json))
+        fields.append(("packetFilter", _dumps([r.to_json() for r in reg.policy.packet_filter(me)])))
         ssh = self.ssh_config(me)
         if ssh is not None:
-            frame["ssh"] = ssh.to_json()
-        return frame
+            fields.append(("ssh", _dumps(ssh.to_json())))
+        return _compose(fields)
 
-    def delta_frame(self, session: MapSession, now: float) -> dict[str, Any] | None:
+    def delta_frame(self, session: MapSession, now: float) -> bytes | None:
         """The pending changes of a session as one frame, or None when nothing is pending."""
         reg = self.registry
         me = reg.nodes.get(session.node_id)
         if me is None or (not session.pending and not session.self_changed):
             return None
-        changed, removed, patches = [], [], []
+        changed: list[bytes] = []
+        removed: list[int] = []
+        patches: list[dict[str, Any]] = []
         for pid, kind in session.pending.items():
             peer = reg.nodes.get(pid)
             if peer is None or not reg.policy.can_see(me, peer, now):
@@ -95,19 +113,19 @@ class Mapper:
                 patches.append(PeerPatch(id=pid, endpoints=peer.endpoints, home_derp=peer.home_derp,
                                          online=reg.is_online(pid), last_seen=_dt(peer.last_seen)).to_json())
         session.pending.clear()
-        frame = self._head(session, now)
+        fields = self._head(session, now)
         if session.self_changed:
             session.self_changed = False
-            frame["node"] = self.node_json(me, now)
+            fields.append(("node", self.node_json(me, now)))
         if changed:
-            frame["peersChanged"] = changed
+            fields.append(("peersChanged", _array(changed)))
         if removed:
-            frame["peersRemoved"] = removed
+            fields.append(("peersRemoved", _dumps(removed)))
         if patches:
-            frame["peersPatch"] = patches
-        return frame
+            fields.append(("peersPatch", _dumps(patches)))
+        return _compose(fields)
 
-    def keepalive_frame(self, session: MapSession, now: float) -> dict[str, Any]:
-        frame = self._head(session, now)
-        frame["keepAlive"] = True
-        return frame
+    def keepalive_frame(self, session: MapSession, now: float) -> bytes:
+        fields = self._head(session, now)
+        fields.append(("keepAlive", b"true"))
+        return _compose(fields)

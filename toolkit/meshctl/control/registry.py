@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Iterator
-from typing import Any
 
 from ..keys import Box, MachinePublicKey, NodePublicKey
 from .policy import PeerPolicy
@@ -63,7 +62,7 @@ class Registry:
         self._by_name: dict[str, int] = {}
         self.used4: set[str] = set()
         self.used6: set[str] = set()
-        self.wire_cache: dict[int, dict[str, Any]] = {}
+        self.wire_cache: dict[int, bytes] = {}
         self.expired_announced: set[int] = set()
 
     # --- node set --------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ _LEN = struct.Struct("<I")
 
 
 def seal_json(box: Box, obj: Any) -> bytes:
-    return box.seal(json.dumps(obj, separators=(",", ":")).encode())
+    """Seal a JSON-able object, or bytes that are already JSON text."""
+    data = obj if isinstance(obj, bytes) else json.dumps(obj, separators=(",", ":")).encode()
+    return box.seal(data)
 
 
 def open_json(box: Box, sealed: bytes, what: str) -> Any:

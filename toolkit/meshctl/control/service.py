@@ -222,7 +222,7 @@ class ControlService:
         kind = Change.CHANGED if (new.disco_key, new.hostinfo) != (node.disco_key, node.hostinfo) else Change.PATCH
         return self._save(node, new, kind), req
 
-    def open_stream(self, node: NodeRecord, session: MapSession) -> dict[str, Any]:
+    def open_stream(self, node: NodeRecord, session: MapSession) -> bytes:
         """Register a stream and build its first (full) frame, with no await in between."""
         now = self.clock()
         if self.registry.open_session(session):
