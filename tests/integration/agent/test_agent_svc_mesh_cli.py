@@ -4,6 +4,7 @@ network namespaces (the agent mesh harness), the CLI talking to each agent's rea
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ def test_status_lists_every_peer_with_its_path_and_a_recent_handshake(mesh: Mesh
     n1 = mesh.agents["n1"]
     for other in ("n2", "n3"):
         ip = mesh.agents[other].mesh_ip()
-        wait_for(f"n1 pings {other}", lambda ip=ip: mesh.ping(n1, ip, count=1, timeout=2), timeout=30)
+        wait_for(f"n1 pings {other}", partial(mesh.ping, n1, ip, count=1, timeout=2), timeout=30)
 
     def handshakes_seen() -> dict[str, Any] | None:  # the agent samples `wg show` every few seconds
         code, out, _ = meshctl(mesh, "n1", "status", "--json")

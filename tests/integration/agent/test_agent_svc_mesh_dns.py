@@ -16,7 +16,7 @@ import pytest
 
 from meshctl.agent.resolvconf import MANAGED_MARKER
 
-from .agent_mesh_harness import HUB_IP, Mesh, Proc, have_tools, sh, wait_for
+from .agent_mesh_harness import HUB_IP, Agent, Mesh, Proc, have_tools, sh, wait_for
 from .test_agent_svc_dns import StubUpstream
 from .test_agent_svc_netns import LoopInNetns
 
@@ -28,8 +28,8 @@ ORIGINAL_RESOLV = f"# the host's own\nnameserver {HUB_IP}\nsearch corp.example\n
 class ServicesMesh(Mesh):
     """The harness's mesh with MagicDNS and the packet filter switched on, in private DNS surroundings."""
 
-    def write_agent_config(self, a, auth_key):  # type: ignore[no-untyped-def]
-        cfg: Path = super().write_agent_config(a, auth_key)
+    def write_agent_config(self, a: Agent, auth_key: str | None) -> Path:
+        cfg = super().write_agent_config(a, auth_key)
         text = cfg.read_text().replace("magic_dns = false", "magic_dns = true")
         cfg.write_text(text.replace("packet_filter = false", "packet_filter = true"))
         return cfg
