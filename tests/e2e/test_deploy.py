@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from meshctl.deploy import build_wheelhouse
 from meshctl.deploy.observe import mesh_ipv4, ping_matrix, wait_for_mesh
 from meshctl.deploy.workspaces import lab_workspace
 from meshctl.lab import LabState
@@ -77,7 +78,22 @@ def inventories(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.fixture(scope="module")
-def cold(lab: LabState, inventories: dict[str, Path]) -> Iterator[dict[str, Any]]:
+def pinned_wheelhouse() -> Iterator[Path]:
+    """One wheelhouse for the whole module: a checkout edited meanwhile must not turn a re-run into an upgrade."""
+    wheelhouse = build_wheelhouse()
+    previous = os.environ.get("MESHCTL_WHEELHOUSE")
+    os.environ["MESHCTL_WHEELHOUSE"] = str(wheelhouse.tar)
+    try:
+        yield wheelhouse.tar
+    finally:
+        if previous is None:
+            os.environ.pop("MESHCTL_WHEELHOUSE", None)
+        else:
+            os.environ["MESHCTL_WHEELHOUSE"] = previous
+
+
+@pytest.fixture(scope="module")
+def cold(lab: LabState, inventories: dict[str, Path], pinned_wheelhouse: Path) -> Iterator[dict[str, Any]]:
     control = lab.by_role("control")[0]
     ws = lab_workspace(lab.name, control.public_address)
     original = (ws.root / "mesh.toml").read_text()

@@ -3,7 +3,9 @@
 Hosts install from it with `pip --no-index`, so they never need a package index. The key is the version
 plus a hash of the sources (a checkout changes without a version bump); installed from a wheel, the key is
 the version and meshctl's own wheel is fetched with `pip download`. Tars are cached under
-`$XDG_CACHE_HOME/meshctl/wheelhouse/<key>.tar`; older keys are pruned.
+`$XDG_CACHE_HOME/meshctl/wheelhouse/<key>.tar`; older keys are pruned. `$MESHCTL_WHEELHOUSE` names a
+prebuilt tar instead (its file name without `.tar` is the key): for air-gapped operators, and for tests that
+must not see a changing checkout.
 """
 
 from __future__ import annotations
@@ -67,7 +69,13 @@ def _pip(args: list[str]) -> None:
 
 
 def build_wheelhouse(cache_dir: Path | None = None, root: Path | None = None) -> Wheelhouse:
-    """The wheelhouse tar for the running meshctl, built once per key."""
+    """The wheelhouse tar for the running meshctl, built once per key (or the one `$MESHCTL_WHEELHOUSE` names)."""
+    pinned = os.environ.get("MESHCTL_WHEELHOUSE")
+    if pinned:
+        path = Path(pinned)
+        if not path.is_file() or path.suffix != ".tar":
+            raise WheelhouseError(f"MESHCTL_WHEELHOUSE={pinned} is not a wheelhouse .tar file")
+        return Wheelhouse(key=path.stem, tar=path, built=False)
     cache_dir = cache_dir or default_cache_dir()
     root = root if root is not None else checkout_root()
     key = source_key(root)
