@@ -119,3 +119,23 @@ def test_mesh_peers_skip_verification() -> None:
             await mesh.close()
             assert fake.requests == []
     run(body)
+
+
+def test_allow_cache_expires() -> None:
+    now = [1000.0]
+    key = NodePrivateKey.generate()
+
+    async def body() -> None:
+        async with stand_in({key.public_key().to_text()}) as (fake, verify_url), \
+                relay(verifier=AdmissionVerifier(verify_url, TOKEN, cache_ttl=30, clock=lambda: now[0])) as (_, url):
+            async with client(url, key):
+                pass
+            async with client(url, key):
+                pass
+            assert len(fake.requests) == 1
+            now[0] += 31  # past the TTL: ask again, and a key removed at the control server is refused
+            fake.allowed.clear()
+            with pytest.raises(AdmissionDeniedError):
+                await DerpClient(url, key).connect()
+            assert len(fake.requests) == 2
+    run(body)

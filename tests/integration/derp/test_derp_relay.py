@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from meshctl.derp.client import DerpClient
 from meshctl.derp.errors import DerpClosedError, DerpConnectError, ServerKeyMismatchError
-from meshctl.derp.frames import MAX_PACKET_SIZE, Health, KeepAlive, PeerGone, PeerGoneReason
+from meshctl.derp.frames import MAX_PACKET_SIZE, Health, KeepAlive, PeerGone, PeerGoneReason, RecvPacket
 from meshctl.derp.http import parse_response_head
 from meshctl.derp.server import DerpServer
 from meshctl.keys import DerpPrivateKey, NodePrivateKey
@@ -191,5 +191,42 @@ def test_tls_relay(tmp_path: Path) -> None:
                 async with client(url):
                     pass
         finally:
+            await server.close()
+    run(body)
+
+
+def test_reconnecting_client_survives_a_server_restart() -> None:
+    from meshctl.derp.client import Connected, Disconnected, ReconnectingDerpClient
+
+    async def body() -> None:
+        key = DerpPrivateKey.generate()
+        server = DerpServer(key)
+        _, port = await server.listen("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}/derp"
+        me = NodePrivateKey.generate()
+        rc = ReconnectingDerpClient(url, me, server_key=key.public_key(), preferred=True,
+                                    backoff_initial=0.05, backoff_max=0.2)
+        await rc.start()
+        try:
+            assert await rc.wait_connected(5)
+            assert isinstance(await rc.recv(), Connected)
+            await server.close()
+            assert isinstance(await asyncio.wait_for(rc.recv(), 5), Disconnected)
+            await rc.send(NodePrivateKey.generate().public_key(), b"while down")  # dropped, not raised
+            assert rc.dropped == 1
+            server = DerpServer(key)
+            await server.listen("127.0.0.1", port)
+            assert await asyncio.wait_for(rc.recv(), 10) == Connected(key.public_key())
+            assert rc.connects == 2
+            assert server.stats.clients_preferred == 1  # NotePreferred is re-sent on reconnect
+            async with client(url) as peer:
+                await peer.send(me.public_key(), b"after restart")
+                ev = await asyncio.wait_for(rc.recv(), 3)
+                assert ev == RecvPacket(pub(peer), b"after restart")
+                await rc.send(pub(peer), b"reply")
+                assert (await recv_packet(peer)).data == b"reply"
+                assert await rc.ping() < 1.0
+        finally:
+            await rc.close()
             await server.close()
     run(body)

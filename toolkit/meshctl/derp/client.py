@@ -187,7 +187,8 @@ class DerpClient:
         if self._writer is not None:
             raise LocalProtocolError("DerpClient.connect() called twice; make a new client to reconnect")
         try:
-            await asyncio.wait_for(self._connect(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connect()
         except TimeoutError:
             await self._abort()
             raise DerpConnectError(self.url, f"no handshake within {self._connect_timeout:g}s") from None
@@ -284,8 +285,10 @@ class DerpClient:
     async def _read_loop(self) -> None:
         try:
             while True:
+                # asyncio.timeout, not wait_for: no extra task, so cancelling this loop cannot strand a read
                 try:
-                    frame = await asyncio.wait_for(self._next_frame("frames"), KEEPALIVE_DEAD_AFTER)
+                    async with asyncio.timeout(KEEPALIVE_DEAD_AFTER):
+                        frame = await self._next_frame("frames")
                 except TimeoutError:
                     raise DerpClosedError(f"DERP server {self.url} silent for {KEEPALIVE_DEAD_AFTER:g}s") from None
                 ftype = frame.type
@@ -382,7 +385,8 @@ class DerpClient:
         start = self._clock()
         try:
             await self._write_drain(encode_frame(Ping(data)))
-            await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             raise PingTimeoutError(self.url, timeout) from None
         finally:
@@ -402,7 +406,8 @@ class DerpClient:
         if writer is not None:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
         self._closed = True
 
 
@@ -452,7 +457,8 @@ class ReconnectingDerpClient:
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         try:
-            await asyncio.wait_for(self._up.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
         except TimeoutError:
             return False
         return True
