@@ -139,3 +139,23 @@ def test_a_filter_on_another_interface_leaves_this_one_alone(pair: Pair) -> None
     packet_filter = PacketFilter("mesh0", nft=("ip", "netns", "exec", pair.server, "nft"))
     packet_filter.apply([])
     assert connects(pair.client, SERVER_IP, 8001)
+
+
+def test_magicdns_address_is_unreachable_from_other_hosts_but_not_from_this_one(pair: Pair) -> None:
+    sh("ip", "-n", pair.server, "addr", "add", "100.100.100.100/32", "dev", "lo")
+    sh("ip", "-n", pair.client, "route", "add", "100.100.100.100/32", "via", SERVER_IP)
+
+    def listen() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("100.100.100.100", 53))
+        sock.listen(4)
+        return sock
+
+    pair.listeners.append(run_in(pair.server, listen))
+    # Linux's weak host model: a neighbour routing 100.100.100.100 via the host reaches its resolver...
+    assert connects(pair.client, "100.100.100.100", 53)
+    PacketFilter(pair.server_if, nft=("ip", "netns", "exec", pair.server, "nft")).apply(None)
+    # ...until the agent's table is in place, even with no packetFilter (allow all on the mesh)
+    assert not connects(pair.client, "100.100.100.100", 53)
+    assert connects(pair.server, "100.100.100.100", 53)
+    assert connects(pair.client, SERVER_IP, 8001)

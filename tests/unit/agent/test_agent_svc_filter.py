@@ -16,6 +16,9 @@ SSH_FROM_ONE = [
 ]
 
 
+QUAD100_GUARD = 'ip daddr 100.100.100.100 iifname != "lo" drop comment "MagicDNS answers this host only"'
+
+
 def chain_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.startswith("\t\t")]
 
@@ -33,7 +36,7 @@ def test_replacement_is_one_transaction_touching_only_our_table() -> None:
 def test_rules_accept_listed_traffic_and_drop_the_rest_on_the_mesh_interface_only() -> None:
     body = chain_lines(render_ruleset(parse_filter(SSH_FROM_ONE), "mesh0"))
     assert body[0] == "type filter hook input priority filter; policy accept;"
-    assert body[1] == 'iifname != "mesh0" accept'
+    assert body[2] == 'iifname != "mesh0" accept'
     assert "ct state established,related accept" in body
     assert 'ip saddr 100.64.0.1/32 meta l4proto { tcp, udp } th dport 22 accept comment "rule 0"' in body
     assert 'ip6 saddr fd7a:115c:a1e0::1/128 meta l4proto { tcp, udp } th dport 22 accept comment "rule 0"' in body
@@ -41,10 +44,15 @@ def test_rules_accept_listed_traffic_and_drop_the_rest_on_the_mesh_interface_onl
     assert body[-1] == 'iifname "mesh0" drop comment "default deny"'
 
 
+def test_magicdns_is_guarded_from_other_hosts_whatever_the_filter() -> None:
+    for packet_filter in (None, [], SSH_FROM_ONE):
+        assert chain_lines(render_ruleset(parse_filter(packet_filter)))[1] == QUAD100_GUARD
+
+
 def test_absent_filter_allows_all_and_empty_filter_denies_all() -> None:
     allow = chain_lines(render_ruleset(None))
     assert allow[-1].startswith('iifname "mesh0" accept')
-    assert not any("drop" in line for line in allow)
+    assert [line for line in allow if "drop" in line] == [QUAD100_GUARD]
     deny = chain_lines(render_ruleset([]))
     assert not any(line.endswith('accept comment "rule 0"') for line in deny)
     assert deny[-1] == 'iifname "mesh0" drop comment "default deny"'

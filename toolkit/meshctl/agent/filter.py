@@ -9,7 +9,8 @@ connection.
 Everything lives in the agent's own table `inet meshctl`: each change replaces that table in one
 `nft -f` transaction (create-if-absent, delete, re-add), so there is never a moment without rules
 and no other table is ever read or written. `parse_filter` and `render_ruleset` are pure; the
-`PacketFilter` shell runs `nft`.
+`PacketFilter` shell runs `nft`. The same table keeps MagicDNS's 100.100.100.100 reachable from this
+host only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MeshctlError
+from .dns import MAGICDNS_ADDRESS
 
 __all__ = [
     "ANY",
@@ -192,6 +194,9 @@ def render_ruleset(rules: Sequence[FilterRule] | None, interface: str = "mesh0",
     _check_names(interface, table)
     body = [
         "type filter hook input priority filter; policy accept;",
+        # Linux accepts packets for any local address on any interface: without this, a LAN neighbour
+        # routing 100.100.100.100 via this host could read mesh names and use MagicDNS as a forwarder.
+        f'ip daddr {MAGICDNS_ADDRESS} iifname != "lo" drop comment "MagicDNS answers this host only"',
         f'iifname != "{interface}" accept',
     ]
     if rules is None:
