@@ -153,6 +153,11 @@ class Mesh:
         if wg_dir is not None:
             wg_dir.mkdir(mode=0o700, exist_ok=True)
             setup += f" && mkdir -p /run/wireguard && mount --bind {wg_dir} /run/wireguard"
+            # the agent manages /etc/resolv.conf (MagicDNS): give it a private copy, never the host's
+            resolv = wg_dir.parent / "resolv.conf"
+            if not resolv.exists():
+                resolv.write_text("nameserver 192.0.2.53\n")
+            setup += f" && mount --bind {resolv} /etc/resolv.conf"
         wrapped = ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
                    "sh", "-c", setup + ' && exec "$@"', "sh", *argv]
         p = Proc(name, subprocess.Popen(wrapped, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log)
@@ -234,8 +239,8 @@ interface = "mesh0"
 backend = "userspace"
 socket = "{a.socket}"
 hostname = "{a.name}"
-magic_dns = false
-packet_filter = false
+magic_dns = true
+packet_filter = true
 ''')
         return cfg
 

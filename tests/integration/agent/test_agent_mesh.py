@@ -43,6 +43,20 @@ def test_every_pair_pings_over_mesh_addresses_on_a_direct_path(mesh: Mesh) -> No
         assert a.peer(b.name)["endpoint"] == f"{b.ip}:41641"
 
 
+def test_daemon_serves_magicdns_and_installs_its_filter_table(mesh: Mesh) -> None:
+    n1, n2 = mesh.agents["n1"], mesh.agents["n2"]
+    ip2 = n2.mesh_ip()
+    query = ("import dns.resolver as r; res = r.Resolver(configure=False); res.nameservers = ['100.100.100.100'];"
+             "print(res.resolve('n2.mesh.test', 'A')[0].address)")
+    got = wait_for("MagicDNS answers n2.mesh.test in n1",
+                   lambda: mesh.exec(n1.ns, [sys.executable, "-c", query], check=False).strip(), timeout=20)
+    assert got == ip2
+    # the netmap's (empty = allow-all) packet filter is in the agent's own nftables table
+    assert "iifname \"mesh0\"" in mesh.exec(n1.ns, ["nft", "list", "table", "inet", "meshctl"])
+    # the host's resolver file is the agent's private copy, pointed at MagicDNS
+    assert "100.100.100.100" in (n1.dir / "resolv.conf").read_text()
+
+
 def _block(mesh: Mesh, a: Agent, other_ip: str) -> None:
     mesh.exec(a.ns, ["nft", "-f", "-"], input=(
         "table inet mstest {\n"

@@ -69,6 +69,7 @@ class Agent:
         self.control_connected = False
         self.control_reconnects = 0
         self.endpoints: tuple[str, ...] = ()
+        self._reported: tuple[tuple[str, ...], int] | None = None
         self.home_derp = 0
         self.last_netcheck: NetcheckReport | None = None
         self.stats: dict[NodePublicKey, PeerStats] = {}
@@ -192,6 +193,7 @@ class Agent:
                 raise ControlError(f"map stream out of order: {err}") from None
             if not self.control_connected:
                 log.info("control: map stream up (seq %d)", frame.seq)
+                self._reported = (self.endpoints, self.home_derp)  # the stream request carried them
             self.control_connected = True
             if not frame.keep_alive:
                 await self._apply_netmap(netmap)
@@ -265,9 +267,10 @@ class Agent:
                 await self.derp.set_home(self.home_derp)
         new = tuple(dict.fromkeys(eps))
         self.msock.my_endpoints = new
-        if new != self.endpoints or (self.self_node is not None and self.self_node.home_derp != self.home_derp):
-            self.endpoints = new
+        self.endpoints = new
+        if (new, self.home_derp) != self._reported:
             await self.client.update(self._map_request(stream=False))
+            self._reported = (new, self.home_derp)
             log.info("endpoints: reported %s, home DERP %d", ",".join(new) or "none", self.home_derp)
 
     async def _local_endpoints(self) -> list[str]:
