@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,46 @@ def harness_expr(lib_path: Path, entry: str, module: Mapping[str, Any], select: 
     """`(import harness.nix { libPath = …; }).<entry> <module>` plus an optional `.attr` selection."""
     base = f"(import {nix_path(HARNESS)} {{ libPath = {nix_path(lib_path)}; }}).{entry} ({to_nix(module)})"
     return f"({base}){select}"
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(v)
+
+
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    """What pkgs.formats.toml would render (inline tables instead of sections: same data)."""
+    path.write_text("".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in settings.items()))
+    assert tomllib.loads(path.read_text()) == settings
+
+
+def render_unit(unit: Mapping[str, Any], replace: Mapping[str, str], path_env: str | None = None) -> str:
+    """A unit file the way NixOS writes one (nixos/lib/systemd-lib.nix: a list gives one line per element,
+    booleans are true/false), with each key of `replace` (fake store paths) replaced by its value and,
+    if given, `path_env` as PATH instead of the unit's fake store paths."""
+    def value(v: Any) -> str:
+        return "true" if v is True else "false" if v is False else str(v)
+
+    lines = ["[Unit]", f"Description={unit.get('description', '')}"]
+    lines += [f"{k.capitalize()}={v}" for k in ("after", "wants", "requires") for v in unit.get(k, [])]
+    lines.append("[Service]")
+    if path_env is not None:
+        lines.append(f"Environment=PATH={path_env}")
+    elif unit.get("path"):
+        lines.append("Environment=PATH=" + ":".join(f"{p}/bin" for p in unit["path"]))
+    for key, v in unit["serviceConfig"].items():
+        lines += [f"{key}={value(x)}" for x in (v if isinstance(v, list) else [v])]
+    lines += ["[Install]", *(f"WantedBy={v}" for v in unit.get("wantedBy", []))]
+    text = "\n".join(lines) + "\n"
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return text

@@ -9,7 +9,6 @@ literal or a store path above all, since it would end up world-readable in /nix/
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import shlex
 import shutil
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .nixtool import HARNESS, REPO, Nix, NixError, NixPath, harness_expr, nix_path, to_nix
+from .nixtool import HARNESS, REPO, Nix, NixError, NixPath, harness_expr, nix_path, render_unit, to_nix, write_toml
 
 PKG = "/nix/store/0000000000000000000000000000000a-meshctl"
 MESHCTL = f"{PKG}/bin/meshctl"
@@ -489,23 +488,6 @@ def test_nix_module_package_default_without_flake(h: Harness) -> None:
 # ---------------------------------------------------------------- the units as systemd reads them
 
 
-def render_unit(unit: dict[str, Any]) -> str:
-    """A unit file the way NixOS writes one (nixos/lib/systemd-lib.nix: a list gives one line per element,
-    booleans are true/false), with the fake package's CLI replaced by /bin/true so systemd can check it."""
-    def value(v: Any) -> str:
-        return "true" if v is True else "false" if v is False else str(v)
-
-    lines = ["[Unit]", f"Description={unit.get('description', '')}"]
-    lines += [f"{k.capitalize()}={v}" for k in ("after", "wants", "requires") for v in unit.get(k, [])]
-    lines.append("[Service]")
-    if unit.get("path"):
-        lines.append("Environment=PATH=" + ":".join(f"{p}/bin" for p in unit["path"]))
-    for key, v in unit["serviceConfig"].items():
-        lines += [f"{key}={value(x)}" for x in (v if isinstance(v, list) else [v])]
-    lines += ["[Install]", *(f"WantedBy={v}" for v in unit.get("wantedBy", []))]
-    return "\n".join(lines).replace(MESHCTL, "/bin/true") + "\n"
-
-
 def systemd_complaints(path: Path) -> list[str]:
     proc = subprocess.run(["systemd-analyze", "verify", "--man=false", str(path)], capture_output=True, text=True,
                           timeout=60)
@@ -534,33 +516,13 @@ def test_nix_units_accepted_by_systemd(h: Harness, tmp_path: Path) -> None:
     complaints = {}
     for name, unit in out["services"].items():
         path = tmp_path / f"{name}.service"
-        path.write_text(render_unit(unit))
+        path.write_text(render_unit(unit, {MESHCTL: "/bin/true"}))
         if found := systemd_complaints(path):
             complaints[name] = found
     assert complaints == {}
 
 
 # ---------------------------------------------------------------- the commands as meshctl reads them
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(v)
-
-
-def write_toml(path: Path, settings: dict[str, Any]) -> None:
-    """What pkgs.formats.toml would render (inline tables instead of sections: same data)."""
-    path.write_text("".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in settings.items()))
-    assert tomllib.loads(path.read_text()) == settings
 
 
 def self_signed(tmp: Path) -> tuple[bytes, bytes]:
