@@ -22,7 +22,7 @@ NOW = 1_800_000_000.0
 
 STATUS: dict[str, Any] = {
     "self": {
-        "name": "alpha", "fqdn": "alpha.corp.mesh", "addresses": ["100.64.0.1", "fd7a:115c:a1e0::1"],
+        "name": "alpha", "fqdn": "alpha.corp.mesh", "addresses": ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"],
         "nodeKey": "nodekey:a1b2c3d4", "keyExpiry": NOW + 90 * 86400, "online": True, "controlConnected": True,
         "homeDerp": 900,
     },

@@ -53,18 +53,23 @@ def _expiry(expiry: float | None, now: float) -> str:
     return f"key expires in {left // 86400}d" if left >= 86400 else f"key expires in {left // 3600}h"
 
 
+def _ips(addresses: list[str] | None) -> str:
+    """Mesh addresses without their /32 and /128 (the agent may report either form)."""
+    return ", ".join(str(a).split("/", 1)[0] for a in addresses or [])
+
+
 def render_status(data: dict[str, Any], now: float) -> tuple[str, Table]:
     """A one-line summary of this node and a table of its peers."""
     me = data.get("self") or {}
     control = "control connected" if me.get("controlConnected") else "control NOT connected (running on last netmap)"
     head = (
-        f"{me.get('fqdn') or me.get('name', '?')}  {', '.join(me.get('addresses') or [])}  "
+        f"{me.get('fqdn') or me.get('name', '?')}  {_ips(me.get('addresses'))}  "
         f"{me.get('nodeKey', '')}  {_expiry(me.get('keyExpiry'), now)}  {control}"
     )
     rows = [
         (
             str(peer.get("name", "?")),
-            ", ".join(peer.get("addresses") or []),
+            _ips(peer.get("addresses")),
             str(peer.get("path") or "-"),
             str(peer.get("endpoint") or "-"),
             ago(peer.get("lastHandshake"), now),
