@@ -7,7 +7,8 @@ import asyncio
 import shutil
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -15,6 +16,7 @@ import dns.rrset
 import pytest
 
 from meshctl.agent.dns import MagicDNS
+from meshctl.agent.resolvconf import HostDns
 
 from .test_agent_svc_netns import LoopInNetns, make_netns, needs_root, run_in, sh, unique
 
@@ -189,4 +191,49 @@ def test_the_resolver_claims_its_address_on_the_mesh_interface_and_gives_it_back
     finally:
         loop.run(magic.close())
         loop.close()
+    assert "100.100.100.100" not in sh("ip", "-n", netns, "addr", "show", "dev", mesh_if).stdout
+
+
+IP_UNICAST_IF = 50  # linux/in.h
+
+
+def test_resolved_mode_makes_magicdns_reachable_for_per_link_queries(
+    resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]
+) -> None:
+    """systemd-resolved sends a link's queries with IP_UNICAST_IF set to that link; with 100.100.100.100
+    only on lo they would be routed into the tunnel. resolvectl itself is not on this machine: its calls
+    are recorded, the `ip` calls run for real in the namespace."""
+    netns, _, _, _ = resolver
+    mesh_if, peer_if = unique("svcm"), unique("svcp")
+    sh("ip", "-n", netns, "link", "add", mesh_if, "type", "veth", "peer", "name", peer_if)
+    for dev in (mesh_if, peer_if):
+        sh("ip", "-n", netns, "link", "set", dev, "up")
+    sh("ip", "-n", netns, "route", "add", "100.64.0.0/10", "dev", mesh_if)  # as the agent routes the mesh
+    recorded: list[list[str]] = []
+
+    def runner(argv: Sequence[str]) -> None:
+        if argv[0] == "ip":
+            sh("ip", "-n", netns, *argv[1:])
+        else:
+            recorded.append(list(argv))
+
+    def per_link_query() -> dns.message.Message | None:
+        index = socket.if_nametoindex(mesh_if)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IP, IP_UNICAST_IF, struct.pack("!I", index))
+            sock.settimeout(1)
+            sock.sendto(dns.message.make_query("web.corp.mesh", "A").to_wire(), ("100.100.100.100", 53))
+            try:
+                return dns.message.from_wire(sock.recv(4096))
+            except TimeoutError:
+                return None
+
+    assert run_in(netns, per_link_query) is None  # MagicDNS on lo only: lost in the tunnel route
+    host_dns = HostDns("corp.mesh", mesh_if, root=Path("/nonexistent"), resolved=True, runner=runner)
+    host_dns.apply()
+    assert recorded[0] == ["resolvectl", "dns", mesh_if, "100.100.100.100"]
+    answer = run_in(netns, per_link_query)
+    assert answer is not None
+    assert [rd.to_text() for rrset in answer.answer for rd in rrset] == ["100.64.0.2"]
+    host_dns.restore()
     assert "100.100.100.100" not in sh("ip", "-n", netns, "addr", "show", "dev", mesh_if).stdout

@@ -126,14 +126,32 @@ def test_resolved_mode_uses_per_link_dns_and_routing_domain(root: Path) -> None:
     dns = HostDns("corp.mesh.", "mesh0", root=root, resolved=True, runner=runner)
     dns.apply()
     assert ran == resolved_apply_commands("mesh0", "corp.mesh") == [
+        ["ip", "addr", "replace", "100.100.100.100/32", "dev", "mesh0"],
         ["resolvectl", "dns", "mesh0", "100.100.100.100"],
         ["resolvectl", "domain", "mesh0", "~corp.mesh"],
         ["resolvectl", "default-route", "mesh0", "false"],
+        ["resolvectl", "llmnr", "mesh0", "no"],
+        ["resolvectl", "mdns", "mesh0", "no"],
+        ["resolvectl", "dnssec", "mesh0", "no"],
     ]
     assert (root / "etc/resolv.conf").read_text() == ORIGINAL  # nothing on disk changes
     assert dns.upstreams()[0] == ("192.0.2.1", 53)
+    del ran[:]
     dns.restore()
-    assert ran[-1] == ["resolvectl", "revert", "mesh0"]
+    assert ran == [["resolvectl", "revert", "mesh0"], ["ip", "addr", "del", "100.100.100.100/32", "dev", "mesh0"]]
+
+
+def test_resolved_revert_tries_every_step_and_reports_failures(root: Path) -> None:
+    ran: list[list[str]] = []
+
+    def runner(argv: Sequence[str]) -> None:
+        ran.append(list(argv))
+        if argv[0] == "resolvectl":
+            raise HostDnsError("resolvectl revert mesh0 failed: Link mesh0 not known")
+
+    with pytest.raises(HostDnsError, match="Link mesh0 not known"):
+        HostDns("corp.mesh", "mesh0", root=root, resolved=True, runner=runner).restore()
+    assert [argv[0] for argv in ran] == ["resolvectl", "ip"]
 
 
 def test_backup_can_live_in_the_agents_own_state_dir(root: Path, tmp_path: Path) -> None:

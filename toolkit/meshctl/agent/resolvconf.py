@@ -4,8 +4,11 @@ Two modes, chosen when the agent starts:
 
 * **resolved** (systemd-resolved is running): per-link DNS on the mesh interface —
   `resolvectl dns mesh0 100.100.100.100`, `resolvectl domain mesh0 ~<domain>`,
-  `resolvectl default-route mesh0 false` — so only mesh names go to MagicDNS and the rest of the
-  host's DNS stays as it was; `resolvectl revert mesh0` undoes it. Nothing on disk changes.
+  `resolvectl default-route mesh0 false` (plus LLMNR, mDNS and DNSSEC off on that link) — so only
+  mesh names go to MagicDNS and the rest of the host's DNS stays as it was; `resolvectl revert mesh0`
+  undoes it. Nothing on disk changes. resolved sends a link's queries out of that link
+  (IP_UNICAST_IF), so 100.100.100.100 is also put on mesh0: a local address of the link itself is
+  delivered locally, while one on `lo` would be routed into the tunnel.
 * **file**: a managed `/etc/resolv.conf` naming 100.100.100.100, with the mesh domain first in
   `search`. The original (a file's text and mode, a symlink's target, or its absence) is saved
   first in the agent's state dir and put back by `restore()`. A regular file is rewritten in place,
@@ -91,14 +94,20 @@ def render_managed(domain: str, previous: str) -> str:
 def resolved_apply_commands(interface: str, domain: str) -> list[list[str]]:
     domain = domain.rstrip(".")
     return [
+        ["ip", "addr", "replace", f"{MAGICDNS_ADDRESS}/32", "dev", interface],
         ["resolvectl", "dns", interface, MAGICDNS_ADDRESS],
         ["resolvectl", "domain", interface, f"~{domain}"],
         ["resolvectl", "default-route", interface, "false"],
+        # No multicast name resolution over the tunnel, and no DNSSEC validation of the mesh's own
+        # (unsigned) zone when the host validates everything else.
+        ["resolvectl", "llmnr", interface, "no"],
+        ["resolvectl", "mdns", interface, "no"],
+        ["resolvectl", "dnssec", interface, "no"],
     ]
 
 
 def resolved_revert_commands(interface: str) -> list[list[str]]:
-    return [["resolvectl", "revert", interface]]
+    return [["resolvectl", "revert", interface], ["ip", "addr", "del", f"{MAGICDNS_ADDRESS}/32", "dev", interface]]
 
 
 def _run(argv: Sequence[str]) -> None:
@@ -179,8 +188,14 @@ class HostDns:
     def restore(self) -> bool:
         """Undo `apply()`; returns False when there was nothing to undo."""
         if self.mode == "resolved":
+            failures = []
             for argv in resolved_revert_commands(self.interface):
-                self.runner(argv)
+                try:
+                    self.runner(argv)
+                except HostDnsError as err:  # the link may be gone already: still try the rest
+                    failures.append(str(err))
+            if failures:
+                raise HostDnsError("; ".join(failures))
             return True
         saved = self._load_backup()
         if saved is None:
