@@ -6,13 +6,14 @@ import struct
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshctl.agent.dns import NAME_TTL, DnsConfigError, Forward, NameTable, Reply, decide
+from meshctl.agent.dns import NAME_TTL, DnsConfigError, Forward, MagicDNS, NameTable, Reply, decide
 
 DOMAIN = "corp.mesh"
 TABLE = NameTable.build(
@@ -146,3 +147,14 @@ def test_every_name_under_the_domain_is_answered_locally(label: str, qtype: str)
     assert isinstance(decision, Reply)
     expected = dns.rcode.NOERROR if label in ("web", "db", "v4only") else dns.rcode.NXDOMAIN
     assert dns.message.from_wire(decision.wire).rcode() == expected
+
+
+def test_one_bad_netmap_entry_does_not_take_the_other_names_away(caplog: pytest.LogCaptureFixture) -> None:
+    resolver = MagicDNS("corp.mesh", claim_on=None)
+    resolver.update_names({"web": ["100.64.0.2"], "x" * 64: ["100.64.0.3"], "db": ["not-an-ip"]})
+    assert set(resolver.table.names) == {dns.name.from_text("web.corp.mesh.")}
+    assert len(resolver.table.rejected) == 2
+    assert "MagicDNS: skipping a name: 'db'" in caplog.text
+    with pytest.raises(DnsConfigError):
+        resolver.update_names({"web": ["100.64.0.2"]}, domain="x" * 64 + ".mesh")
+    assert set(resolver.table.names) == {dns.name.from_text("web.corp.mesh.")}  # previous table kept

@@ -75,30 +75,46 @@ class NameTable:
     domain: dns.name.Name
     names: Mapping[dns.name.Name, tuple[IPAddress, ...]] = field(default_factory=dict)
     reverse: Mapping[dns.name.Name, dns.name.Name] = field(default_factory=dict)
+    rejected: tuple[str, ...] = ()  # entries skipped by a lenient build, each with its reason
 
     @classmethod
-    def build(cls, domain: str, mapping: Mapping[str, Iterable[str]]) -> NameTable:
-        """`mapping` keys are bare names (`web`) or FQDNs under `domain`; values are IP address strings."""
+    def build(cls, domain: str, mapping: Mapping[str, Iterable[str]], *, lenient: bool = False) -> NameTable:
+        """`mapping` keys are bare names (`web`) or FQDNs under `domain`; values are IP address strings.
+
+        Strict (the default) raises on the first bad entry; `lenient` skips it and lists it in
+        `rejected`, so one odd peer in a netmap cannot take every other name away.
+        """
         origin = _label_name(domain)
         names: dict[dns.name.Name, tuple[IPAddress, ...]] = {}
         reverse: dict[dns.name.Name, dns.name.Name] = {}
+        rejected: list[str] = []
         for key, addresses in mapping.items():
-            name = _label_name(key)
-            if not name.is_subdomain(origin):
-                name = dns.name.Name(name.labels[:-1] + origin.labels)
-            if name == origin:
-                raise DnsConfigError(f"{key!r} names the mesh domain itself, not a node in it")
             try:
-                parsed = tuple(ipaddress.ip_address(a) for a in addresses)
-            except ValueError as err:
-                raise DnsConfigError(f"{key!r}: {err}") from None
+                name, parsed = _entry(origin, key, addresses)
+            except DnsConfigError as err:
+                if not lenient:
+                    raise
+                rejected.append(str(err))
+                continue
             names[name] = parsed
             for address in parsed:
                 reverse[dns.reversename.from_address(str(address))] = name
-        return cls(origin, names, reverse)
+        return cls(origin, names, reverse, tuple(rejected))
 
     def is_mesh(self, qname: dns.name.Name) -> bool:
         return qname.is_subdomain(self.domain)
+
+
+def _entry(origin: dns.name.Name, key: str, addresses: Iterable[str]) -> tuple[dns.name.Name, tuple[IPAddress, ...]]:
+    name = _label_name(key)
+    if not name.is_subdomain(origin):
+        name = dns.name.Name(name.labels[:-1] + origin.labels)
+    if name == origin:
+        raise DnsConfigError(f"{key!r} names the mesh domain itself, not a node in it")
+    try:
+        return name, tuple(ipaddress.ip_address(a) for a in addresses)
+    except ValueError as err:
+        raise DnsConfigError(f"{key!r}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -229,8 +245,12 @@ class MagicDNS:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def update_names(self, mapping: Mapping[str, Iterable[str]], domain: str | None = None) -> None:
-        """Replace the whole table (names → addresses); validated before anything is swapped."""
-        self.table = NameTable.build(domain if domain is not None else self.table.domain.to_text(), mapping)
+        """Replace the whole table (names → addresses). A bad entry is logged and skipped; a bad domain
+        raises DnsConfigError and keeps the previous table."""
+        table = NameTable.build(domain if domain is not None else self.table.domain.to_text(), mapping, lenient=True)
+        for reason in table.rejected:
+            log.warning("MagicDNS: skipping a name: %s", reason)
+        self.table = table
 
     def set_upstreams(self, upstreams: Sequence[Upstream]) -> None:
         self.upstreams = tuple(upstreams)
