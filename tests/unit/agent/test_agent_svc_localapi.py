@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,15 @@ def test_other_users_get_permission_denied_in_one_line(agent: ServerThread) -> N
         line = pipe.read()
     os.waitpid(pid, 0)
     assert line == f"permission denied on {agent.socket_path} | the local API is root only: run with sudo"
+
+
+def test_a_long_ping_does_not_hold_up_status(agent: ServerThread, backend: FakeBackend) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(localclient.ping, agent.socket_path, "slow", 1)
+        while not backend.pings:  # the ping has reached the backend and is now held there
+            time.sleep(0.01)
+        assert localclient.status(agent.socket_path) == STATUS
+        assert not slow.done()
+        backend.slow_gate.set()
+        with pytest.raises(localclient.PeerNotFoundError):
+            slow.result(10)

@@ -54,12 +54,17 @@ class FakeBackend:
         self.rotations = 0
         self.fail_netcheck: BaseException | None = None
         self.lost_pings = False
+        self.slow_gate = threading.Event()
 
     def status(self) -> dict[str, Any]:
         return STATUS
 
     async def ping(self, peer: str, count: int) -> dict[str, Any]:
         self.pings.append((peer, count))
+        if peer == "slow":  # held until the test opens the gate
+            while not self.slow_gate.is_set():
+                await asyncio.sleep(0.01)
+            raise PeerNotFoundError(peer)
         known = {p["name"]: p for p in STATUS["peers"]}
         by_ip = {a: p for p in STATUS["peers"] for a in p["addresses"]}
         found = known.get(peer.split(".")[0]) or by_ip.get(peer)
