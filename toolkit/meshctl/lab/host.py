@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..workspace import generate_ssh_keypair
+from .cgroup import create_host_cgroups, launcher_argv
 from .errors import LabHostError
 from .plan import HostPlan
 from .runner import run, run_ok
@@ -49,6 +50,7 @@ class BootedHost:
     prepared: PreparedHost
     pid: int
     pid_start: int
+    cgroups: tuple[str, ...]
 
 
 def _copy_mode(src: Path, dst: Path) -> None:
@@ -83,7 +85,7 @@ def prepare_host(host: HostPlan, host_dir: Path, rootfs: Path, authorized_key: s
 
 
 def boot_host(prepared: PreparedHost, lab: str, console_log: Path) -> BootedHost:
-    """Start systemd under systemd-nspawn in the host's namespace, detached from this process."""
+    """Start systemd under systemd-nspawn in the host's namespace and own cgroups, detached from this process."""
     argv = [
         "systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
         f"--directory={prepared.root_dir}", f"--machine=mlab-{lab}-{prepared.plan.name}",
@@ -92,8 +94,10 @@ def boot_host(prepared: PreparedHost, lab: str, console_log: Path) -> BootedHost
         "--capability=CAP_NET_ADMIN,CAP_NET_RAW", "--bind=/dev/net/tun",
         "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=passive",
     ]  # fmt: skip
+    cgroups = create_host_cgroups(lab, prepared.plan.name)
     with console_log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(launcher_argv(cgroups, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)  # fmt: skip
     start = pid_start_time(proc.pid)
     # exec has begun when Popen returns, but the new command line shows up a moment later: wait for it, so the
     # PID we record is verifiable at once
@@ -106,7 +110,7 @@ def boot_host(prepared: PreparedHost, lab: str, console_log: Path) -> BootedHost
     if start is None:
         raise LabHostError(f"{prepared.plan.name}: systemd-nspawn exited at once (see {console_log})",
                            host=prepared.plan.name)  # fmt: skip
-    return BootedHost(prepared, proc.pid, start)
+    return BootedHost(prepared, proc.pid, start, tuple(cgroups))
 
 
 def pid_start_time(pid: int) -> int | None:

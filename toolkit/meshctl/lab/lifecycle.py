@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workspace import generate_ssh_keypair
+from .cgroup import remove_cgroups
 from .errors import LabConflictError, LabError, LabHostError, LabNotRunningError, LabPrerequisiteError
 from .host import (
     BootedHost,
@@ -199,7 +200,7 @@ def _state_of(plan: LabPlan, base: LabState, booted: list[BootedHost]) -> LabSta
             public_address=b.prepared.plan.public_address, ssh_hostname=b.prepared.plan.ssh_hostname,
             ssh_port=b.prepared.plan.ssh_port, nat=b.prepared.plan.nat, pid=b.pid, pid_start=b.pid_start,
             machine_id=b.prepared.machine_id, netns=b.prepared.plan.netns, router_netns=b.prepared.plan.router_netns,
-            root_dir=str(b.prepared.root_dir),
+            root_dir=str(b.prepared.root_dir), cgroups=b.cgroups,
         )
         for b in booted
     )  # fmt: skip
@@ -271,7 +272,9 @@ def _down_locked(name: str, root: Path, progress: Progress) -> DownReport:
         if pid_is_ours(h.pid, h.pid_start, h.root_dir):
             signal_pids([h.pid], signal.SIGKILL)
             report.killed.append(h.pid)
-    # 3. mounts, then namespaces and links, then files
+    # 3. cgroups, mounts, then namespaces and links, then files
+    for h in state.hosts if state else ():
+        report.removed += [f"cgroup {g}" for g in remove_cgroups(list(h.cgroups))]
     directory = lab_dir(name, root)
     report.unmounted = unmount_all(directory)
     report.removed = delete_network(f"mlab-{name}-", root_veth_name(name))

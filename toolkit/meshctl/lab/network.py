@@ -82,6 +82,10 @@ def create_network(plan: LabPlan) -> None:
     # this machine's way in: a veth whose only route is the lab's /24 (nothing else is routed into the lab)
     _ip(None, "link", "add", plan.root_veth, "type", "veth", "peer", "name", "uplink", "netns", bridge)
     _ip(bridge, "link", "set", "uplink", "master", "br0", "up")
+    # packets arriving from the lab are never forwarded by this machine (even where ip_forward=1): the lab
+    # cannot use it as a way out, whatever routes a host sets
+    run(["sysctl", "-q", "-w", f"net.ipv4.conf.{plan.root_veth}.forwarding=0"])
+    run_ok(["sysctl", "-q", "-w", f"net.ipv6.conf.{plan.root_veth}.disable_ipv6=1"])
     _ip(None, "addr", "add", f"{plan.root_address}/24", "dev", plan.root_veth)
     _ip(None, "link", "set", plan.root_veth, "up")
     for host in plan.hosts:

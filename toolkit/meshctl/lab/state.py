@@ -50,6 +50,7 @@ class LabHost:
     netns: str
     router_netns: str | None
     root_dir: str  # the merged overlay the host boots from
+    cgroups: tuple[str, ...] = ()  # the host's own cgroup in each hierarchy (see cgroup.py)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabHost:
@@ -58,13 +59,14 @@ class LabHost:
             public_address=data["public_address"], ssh_hostname=data["ssh_hostname"], ssh_port=int(data["ssh_port"]),
             nat=Nat(data["nat"]), pid=int(data["pid"]), pid_start=int(data["pid_start"]),
             machine_id=data["machine_id"], netns=data["netns"], router_netns=data.get("router_netns"),
-            root_dir=data["root_dir"],
+            root_dir=data["root_dir"], cgroups=tuple(data.get("cgroups", ())),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["role"] = self.role.value
         data["nat"] = self.nat.value
+        data["cgroups"] = list(self.cgroups)
         return data
 
 
@@ -96,9 +98,10 @@ class LabState:
         return [h for h in self.hosts if h.role == Role(role)]
 
     def ssh_options(self) -> list[str]:
-        """`-o` options every SSH client of the lab uses (strict host keys, the lab's key only, no agent)."""
+        """Options every SSH client of the lab uses: no user config, the lab's key only, strict host keys."""
         return [
-            "-i", self.ssh_key, "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-F", "/dev/null", "-i", self.ssh_key, "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
             "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-o", "ForwardAgent=no",
         ]  # fmt: skip
