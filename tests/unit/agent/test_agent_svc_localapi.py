@@ -173,3 +173,21 @@ def test_a_long_ping_does_not_hold_up_status(agent: ServerThread, backend: FakeB
         backend.slow_gate.set()
         with pytest.raises(localclient.PeerNotFoundError):
             slow.result(10)
+
+
+def test_an_existing_shared_directory_is_left_as_it_is(backend: FakeBackend, short_dir: Path) -> None:
+    shared = short_dir / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /tmp: the agent must not make it 0700
+    server = ServerThread(backend, shared / "agent.sock").start()
+    try:
+        assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+        assert stat.S_IMODE(os.stat(server.socket_path).st_mode) == 0o600
+    finally:
+        server.stop()
+
+
+def test_an_unusable_socket_path_is_a_typed_error(backend: FakeBackend, short_dir: Path) -> None:
+    too_long = short_dir / ("d" * 100) / "agent.sock"
+    with pytest.raises(LocalApiError, match=r"cannot serve the local API on .*: AF_UNIX path too long"):
+        asyncio.run(serve_local_api(backend, too_long))

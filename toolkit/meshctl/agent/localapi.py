@@ -176,17 +176,26 @@ class LocalApiServer:
 
     async def start(self) -> None:
         path = self.socket_path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+            os.chmod(path.parent, 0o700)  # whatever the umask; an existing directory (/tmp…) is never changed
         await _clear_stale_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound under a temporary name, made 0600, then renamed into place: the socket never appears
+        # at its path with the looser mode the umask gave it.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            sock.bind(str(path))
-            # The 0700 directory already keeps others out; 0600 on the socket is the second lock.
-            os.chmod(path, 0o600)
-        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            sock.bind(str(tmp))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except OSError as err:
             sock.close()
-            raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise LocalApiError(f"cannot serve the local API on {path}: {err.strerror or err}",
+                                hint="use a path under 100 bytes in a directory root can write") from None
         self._inode = os.stat(path).st_ino
         self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=_MAX_HEAD)
 
