@@ -107,3 +107,26 @@ def test_forwarded_packets_go_one_hop_only() -> None:
             await mesh.close()
             await sb.close()
     run(body)
+
+
+def test_overlap_window_accepts_old_and_new_mesh_keys() -> None:
+    old, new = "01" * 32, "02" * 32
+
+    async def body() -> None:
+        server = DerpServer(DerpPrivateKey.generate(), mesh_key=[new, old])
+        _, port = await server.listen("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}/derp"
+        from meshctl.derp.client import DerpClient
+        from meshctl.derp.errors import AdmissionDeniedError
+        try:
+            for key in (old, new):
+                c = DerpClient(url, DerpPrivateKey.generate(), mesh_key=key, watch_conns=True)
+                await c.connect()
+                await c.ping()
+                await c.close()
+            with pytest.raises(AdmissionDeniedError):
+                await DerpClient(url, DerpPrivateKey.generate(), mesh_key="03" * 32).connect()
+            assert server.stats.clients_mesh == 0 and server.stats.refused["bad_mesh_key"] == 1
+        finally:
+            await server.close()
+    run(body)

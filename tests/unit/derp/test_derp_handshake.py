@@ -18,6 +18,7 @@ from meshctl.derp.handshake import (
     open_client_info,
     open_server_info,
     parse_mesh_key,
+    parse_mesh_key_file,
     parse_server_key,
     seal_client_info,
     seal_server_info,
@@ -145,3 +146,15 @@ def test_mesh_key_compare_and_parse() -> None:
 def test_client_public_key_is_a_node_key() -> None:
     key, _ = open_client_info(SERVER, _payload(V["client_info_frame_hex"], FrameType.CLIENT_INFO))
     assert isinstance(key, NodePublicKey)
+
+
+def test_mesh_key_file_with_several_keys_for_rotation() -> None:
+    old, new = "ab" * 32, "cd" * 32
+    assert parse_mesh_key_file(f"{new}\n\n{old}\n") == [new, old]  # dial key first
+    assert parse_mesh_key_file(f"{old}\n{old}\n") == [old]
+    assert mesh_key_matches(old, [new, old]) and mesh_key_matches(new, [new, old])
+    assert not mesh_key_matches("ef" * 32, [new, old])
+    with pytest.raises(KeyFormatError, match="holds no key"):
+        parse_mesh_key_file("\n  \n")
+    with pytest.raises(KeyFormatError, match="want 64 hex characters"):
+        parse_mesh_key_file(f"{old}\nshort\n")

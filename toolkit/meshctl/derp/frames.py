@@ -360,6 +360,22 @@ class FrameReader:
             self._pos = 0
         return out
 
+    def take(self, data: bytes) -> bytes:
+        """Fast path for callers that split frames themselves: buffered bytes + `data`, buffer emptied.
+        The caller must `feed()` back any incomplete tail."""
+        if self._error is not None:
+            raise self._error
+        if not self._buf:
+            return data
+        out = bytes(self._buf) + data
+        self._buf.clear()
+        return out
+
+    def fail(self, error: Exception) -> Exception:
+        """Poison the reader (a fast-path caller found a bad header); returns the error to raise."""
+        self._error = error
+        return error
+
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buf)

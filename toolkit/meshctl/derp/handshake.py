@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "open_client_info",
     "open_server_info",
     "parse_mesh_key",
+    "parse_mesh_key_file",
     "parse_server_key",
     "seal_client_info",
     "seal_server_info",
@@ -175,8 +177,23 @@ def parse_mesh_key(text: str) -> str:
     return key.lower()
 
 
-def mesh_key_matches(offered: str | None, ours: str | None) -> bool:
-    """Constant-time mesh key comparison (TS-2025-003); no key configured means nobody is a mesh peer."""
+def parse_mesh_key_file(text: str) -> list[str]:
+    """A mesh-key file: one key per line (blank lines ignored). The first is the key this relay dials with;
+    every listed key is accepted from peers, which lets `meshctl rotate derp-mesh-key` overlap old and new."""
+    keys = [parse_mesh_key(line) for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise KeyFormatError("DERP mesh key file holds no key")
+    return list(dict.fromkeys(keys))
+
+
+def mesh_key_matches(offered: str | None, ours: str | Sequence[str] | None) -> bool:
+    """Constant-time mesh key comparison (TS-2025-003) against one or several accepted keys; every key is
+    compared (no early exit). No key configured means nobody is a mesh peer."""
     if not ours or not offered:
         return False
-    return hmac.compare_digest(offered.encode("utf-8", "replace"), ours.encode())
+    accepted = [ours] if isinstance(ours, str) else list(ours)
+    got = offered.encode("utf-8", "replace")
+    match = False
+    for key in accepted:
+        match |= hmac.compare_digest(got, key.encode())
+    return match

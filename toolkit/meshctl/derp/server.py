@@ -22,17 +22,19 @@ import ipaddress
 import logging
 import random
 import ssl
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..keys import DerpPrivateKey, DerpPublicKey, NodePublicKey
 from .admission import AdmissionVerifier
-from .errors import DerpProtocolError, HttpUpgradeError
+from .errors import DerpProtocolError, FrameTooLargeError, HttpUpgradeError
 from .frames import (
     KEY_LEN,
     MAX_CLIENT_INFO_LEN,
     MAX_PACKET_SIZE,
+    Frame,
     FrameReader,
     FrameType,
     Health,
@@ -58,6 +60,10 @@ log = logging.getLogger("meshctl.derp")
 _HIGH_WATER = 256 << 10
 _LOW_WATER = 64 << 10
 _RECV_HEADER = FrameType.RECV_PACKET
+_SEND = int(FrameType.SEND_PACKET)
+_KEY_LEN = KEY_LEN
+_MAX_SEND = KEY_LEN + MAX_PACKET_SIZE
+_HEADER_UNPACK = struct.Struct(">BI").unpack_from
 _STATE_HTTP, _STATE_CLIENT_INFO, _STATE_VERIFYING, _STATE_ACTIVE, _STATE_CLOSED = range(5)
 
 
@@ -69,7 +75,7 @@ class Forwarder:
 
 
 class DerpServer:
-    def __init__(self, private_key: DerpPrivateKey, *, mesh_key: str | None = None,
+    def __init__(self, private_key: DerpPrivateKey, *, mesh_key: str | Sequence[str] | None = None,
                  verifier: AdmissionVerifier | None = None, handshake_timeout: float = 10.0,
                  write_timeout: float = 2.0, mesh_write_timeout: float = 30.0, keepalive_interval: float = 60.0,
                  keepalive_jitter: float = 5.0,
@@ -79,7 +85,8 @@ class DerpServer:
         self.public_key: DerpPublicKey = private_key.public_key()
         self._pub_hex = self.public_key.raw.hex()
         self._server_key_frame = encode_server_key(self.public_key)
-        self.mesh_key = mesh_key
+        # accepted mesh keys (several during a rotation's overlap window)
+        self.mesh_keys: tuple[str, ...] = (mesh_key,) if isinstance(mesh_key, str) else tuple(mesh_key or ())
         self.verifier = verifier
         self.handshake_timeout = handshake_timeout
         self.write_timeout = write_timeout
@@ -328,11 +335,11 @@ class _Conn(asyncio.Protocol):
     # -- frames -------------------------------------------------------------------------------------
 
     def _frame_data(self, data: bytes) -> None:
+        if self.state == _STATE_ACTIVE:
+            self._active_data(data)
+            return
         self._reader.feed(data)
         frames = self._reader.frames()
-        if self.state == _STATE_ACTIVE:
-            self._handle_active(frames)
-            return
         for i, frame in enumerate(frames):
             if self.state == _STATE_CLIENT_INFO:
                 if frame.type != FrameType.CLIENT_INFO:
@@ -350,11 +357,11 @@ class _Conn(asyncio.Protocol):
     def _client_info(self, payload: bytes) -> None:
         key, info = open_client_info(self.server._key, payload)
         self.key, self.info = key.raw, info
-        if info.mesh_key is not None and mesh_key_matches(info.mesh_key, self.server.mesh_key):
+        if info.mesh_key is not None and mesh_key_matches(info.mesh_key, self.server.mesh_keys):
             self.is_mesh = True
             self._admit()
             return
-        if info.mesh_key is not None and self.server.mesh_key is None:
+        if info.mesh_key is not None and not self.server.mesh_keys:
             pass  # derper ignores a mesh key it does not have; the client is treated as a regular one
         elif info.mesh_key is not None:
             self.stats.refused["bad_mesh_key"] += 1
@@ -409,6 +416,58 @@ class _Conn(asyncio.Protocol):
         self._reader.limit = MAX_PACKET_SIZE + 2 * KEY_LEN
         self.server.register(self)
         self._schedule_keepalive()
+
+    def _active_data(self, data: bytes) -> None:
+        """The relay's hot path: split frames straight out of the received bytes and hand SendPackets for
+        local, writable clients over as (header, source, packet) pieces, without building Frame objects.
+        Every other frame (and SendPackets needing checks or queueing) takes `_handle_active`."""
+        reader = self._reader
+        data = reader.take(data)
+        limit = reader.limit
+        srv = self.server
+        clients = srv.clients
+        dirty = srv._dirty
+        sent_to = self.sent_to
+        src = self.key
+        assert src is not None
+        unpack = _HEADER_UNPACK
+        pos, end = 0, len(data)
+        forwarded = nbytes = 0
+        try:
+            while end - pos >= 5:
+                ftype, length = unpack(data, pos)
+                if length > limit:
+                    raise reader.fail(FrameTooLargeError(ftype, length, limit))
+                stop = pos + 5 + length
+                if stop > end:
+                    break
+                if ftype == _SEND and _KEY_LEN <= length <= _MAX_SEND:
+                    dst = data[pos + 5:pos + 37]
+                    target = clients.get(dst)
+                    if target is not None and not target._paused and target is not self:
+                        if dst not in sent_to:
+                            sent_to.add(dst)
+                        out = target._out
+                        out.append(b"\x05" + data[pos + 1:pos + 5])  # RecvPacket: same length as the SendPacket
+                        out.append(src)
+                        out.append(data[pos + 37:stop])
+                        if not target._dirty:
+                            target._dirty = True
+                            dirty.append(target)
+                        forwarded += 1
+                        nbytes += length - _KEY_LEN
+                        pos = stop
+                        continue
+                self._handle_active([Frame(ftype, data[pos + 5:stop])])
+                if self.state != _STATE_ACTIVE:
+                    return
+                pos = stop
+        finally:
+            stats = self.stats
+            stats.packets_forwarded += forwarded
+            stats.bytes_forwarded += nbytes
+        if pos < end:
+            reader.feed(data[pos:])
 
     def _handle_active(self, frames: list[Any]) -> None:
         srv = self.server

@@ -19,7 +19,7 @@ from ..keys import DerpPrivateKey, KeysError, load_or_create_private_key, read_s
 from ..stun.server import StunServer, start_stun_server
 from .admission import AdmissionVerifier
 from .config import RelayConfig, parse_hostport
-from .handshake import parse_mesh_key
+from .handshake import parse_mesh_key_file
 from .mesh import MeshLink
 from .server import DerpServer
 
@@ -60,10 +60,10 @@ class Relay:
             key, self.key_created = load_or_create_private_key(cfg.key_file, DerpPrivateKey)
         except KeysError as e:
             raise ConfigError(f"DERP key file: {e}", hint=e.hint) from None
-        mesh_key = None
+        mesh_keys: list[str] = []
         if cfg.mesh_key_file is not None:
             try:
-                mesh_key = parse_mesh_key(_read_secret_text(cfg.mesh_key_file, "mesh key file"))
+                mesh_keys = parse_mesh_key_file(_read_secret_text(cfg.mesh_key_file, "mesh key file"))
             except KeysError as e:
                 raise ConfigError(f"{cfg.mesh_key_file}: {e}", hint=e.hint) from None
         verifier = None
@@ -75,7 +75,7 @@ class Relay:
                 raise ConfigError(f"verify token file: {e}", hint=e.hint) from None
             verifier = AdmissionVerifier(cfg.verify_url, token, fail_open=cfg.verify_fail_open)
         tls = _tls_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
-        self.server = DerpServer(key, mesh_key=mesh_key, verifier=verifier)
+        self.server = DerpServer(key, mesh_key=mesh_keys, verifier=verifier)
         host, port = parse_hostport(cfg.listen, "listen")
         try:
             self.derp_address = await self.server.listen(host, port, ssl_context=tls)
@@ -88,8 +88,7 @@ class Relay:
             raise ConfigError(f"cannot listen: {e.strerror or e}") from None
         self.server.metrics_hooks.append(self._copy_stun_stats)
         for url in cfg.mesh_with:
-            assert mesh_key is not None
-            link = MeshLink(self.server, url, key, mesh_key)
+            link = MeshLink(self.server, url, key, mesh_keys[0])  # dial with the first key of the file
             await link.start()
             self.mesh.append(link)
         scheme = "https" if tls else "http"
