@@ -224,10 +224,13 @@ class Bench:
             await self.wait_quiet()
             await self.drop_streams()
             await asyncio.sleep(1.0)  # let the server notice the disconnects
+            cpu0 = server_cpu(self.proc.pid)
             storm_s = await self.open_streams()
+            storm_cpu = server_cpu(self.proc.pid) - cpu0
             await self.drop_streams()
             return {"n": self.n, "register_s": reg_s, "first_streams_s": open_s, "kinds": per_kind,
-                    "cpu_per_change_ms": statistics.mean(all_cpu) * 1e3, "storm_s": storm_s}
+                    "cpu_per_change_ms": statistics.mean(all_cpu) * 1e3, "storm_s": storm_s,
+                    "storm_server_cpu_s": storm_cpu}
         finally:
             await self.transport.aclose()
             self.stop_server()
@@ -263,9 +266,9 @@ def main() -> None:
         for kind, v in r["kinds"].items():  # type: ignore[attr-defined]
             print(f"{r['n']:>6} {kind:<9} {v['p50_ms']:>8.1f} {v['p95_ms']:>8.1f} {v['cpu_ms']:>11.2f}")
     print()
-    print(f"{'N':>6} {'CPU/change ms':>14} {'reconnect storm s':>18}")
+    print(f"{'N':>6} {'CPU/change ms':>14} {'reconnect storm s':>18} {'storm server CPU s':>19}")
     for r in results:
-        print(f"{r['n']:>6} {r['cpu_per_change_ms']:>14.2f} {r['storm_s']:>18.2f}")
+        print(f"{r['n']:>6} {r['cpu_per_change_ms']:>14.2f} {r['storm_s']:>18.2f} {r['storm_server_cpu_s']:>19.2f}")
     base = next((r for r in results if r["n"] == 500), results[0])
     top = results[-1]
     if top is not base:

@@ -119,6 +119,7 @@ def test_bootstrap_serve_and_operate(tmp_path: Path, db_url: str) -> None:
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(state.stat().st_mode) == 0o700
         pub = ControlPublicKey.from_text((state / "control.pub").read_text())
+        assert meshctl("control", "key", "--state-dir", str(state)).stdout.strip() == pub.to_text()
         assert httpx.get(served.url + "/key", timeout=5).json() == {"controlKey": pub.to_text(), "protocol": 1}
 
         async def join() -> int:
@@ -191,6 +192,11 @@ def test_start_refuses_newer_schema(tmp_path: Path) -> None:
     assert p.returncode == 1 and "newer than this meshctl knows" in p.stderr
     with sqlite3.connect(db) as c:  # nothing was touched
         assert c.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999_future",)]
+
+
+def test_control_key_before_first_start(tmp_path: Path) -> None:
+    p = meshctl("control", "key", "--state-dir", str(tmp_path), check=False)
+    assert p.returncode == 1 and f"no control key in {tmp_path} yet" in p.stderr
 
 
 def test_serve_refuses_bad_config(tmp_path: Path) -> None:

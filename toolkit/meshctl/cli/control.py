@@ -49,6 +49,24 @@ def serve(
     run_server(cfg)
 
 
+@control_app.command("key")
+def key(state_dir: StateOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Print the control public key (`control.pub`, written by the server at first start) for pinning."""
+    from ..control.server import read_control_pub
+    from ..errors import ConfigError
+
+    cfg = _config(config, state_dir, None)
+    try:
+        pub = read_control_pub(cfg.state_dir)
+    except FileNotFoundError:
+        raise ConfigError(f"no control key in {cfg.state_dir} yet",
+                          hint="start the server once (meshctl control serve) to create it") from None
+    if json_out:
+        emit_json({"controlKey": pub.to_text(), "stateDir": str(cfg.state_dir)})
+    else:
+        console.print(pub.to_text())
+
+
 @control_app.command("admin-key")
 def admin_key(
     state_dir: StateOpt = None, db: DbOpt = None, config: ConfigOpt = None,

@@ -138,6 +138,7 @@ def create_app(config: ControlConfig, store: Store, control_key: ControlPrivateK
         return data
 
     async def _frames(session: MapSession) -> AsyncIterator[bytes]:
+        last_delta = 0.0
         try:
             t = time.perf_counter()
             node = service.registry.nodes.get(session.node_id)
@@ -151,10 +152,16 @@ def create_app(config: ControlConfig, store: Store, control_key: ControlPrivateK
                     t = time.perf_counter()
                     yield _encode(session, service.mapper.keepalive_frame(session, clock()), "keepalive", t)
                     continue
+                # at most one delta frame per stream per batch interval: a burst of changes (a reconnect
+                # storm's online patches) coalesces into few frames; a lone change still goes out at once
+                gap = last_delta + config.map_batch_interval - time.monotonic()
+                if gap > 0:
+                    await asyncio.sleep(gap)
                 session.wake.clear()
                 t = time.perf_counter()
                 frame = service.mapper.delta_frame(session, clock())
                 if frame is not None:
+                    last_delta = time.monotonic()
                     yield _encode(session, frame, "delta", t)
         finally:
             service.close_stream(session)

@@ -59,6 +59,7 @@ class ControlConfig:
     ephemeral_timeout: int = 300
     keepalive_interval: float = 50.0
     housekeeping_interval: float = 1.0
+    map_batch_interval: float = 0.05  # minimum spacing of delta frames on one stream (bursts coalesce)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     nameservers: tuple[str, ...] = ()
