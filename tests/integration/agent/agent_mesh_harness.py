@@ -248,8 +248,12 @@ packet_filter = true
         cfg = self.write_agent_config(a, auth_key)
         a.proc = self.spawn(a.ns, f"agent-{a.name}", [MESHCTL, "agent", "run", "--config", str(cfg), "-v"],
                             wg_dir=a.dir / "wgrun")
-        wait_for(f"agent {a.name} local API", lambda: a.proc is not None and a.proc.alive() and a.socket.exists()
-                 and a.status()["self"]["addresses"], timeout=40)
+        try:
+            wait_for(f"agent {a.name} local API", lambda: a.proc is not None and a.proc.alive() and a.socket.exists()
+                     and a.status()["self"]["addresses"], timeout=60)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n--- agent {a.name} log ---\n{a.proc.tail(60)}\n--- control log ---\n"
+                                 f"{self.control.tail(20) if self.control else ''}") from None
 
     def stop_agent(self, a: Agent, sig: int = signal.SIGTERM) -> int | None:
         assert a.proc is not None

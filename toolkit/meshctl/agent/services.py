@@ -66,7 +66,8 @@ class Services:
         for peer in netmap.peers.values():
             names[peer.name] = _plain(peer.addresses)
         if self.dns is None:
-            self.host_dns = HostDns(netmap.dns.domain, self.cfg.interface)
+            self.host_dns = HostDns(netmap.dns.domain, self.cfg.interface,
+                                    backup_path=self.cfg.state_dir / "resolv.conf.backup.json")
             upstreams = [(ip, 53) for ip in netmap.dns.nameservers] or self.host_dns.upstreams()
             self.dns = MagicDNS(netmap.dns.domain, upstreams)
             self.dns.update_names(names, netmap.dns.domain)
