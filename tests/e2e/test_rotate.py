@@ -51,11 +51,10 @@ def host_cert(lab: LabState, host: str) -> Any:
 
 def run_rotate_service(lab: LabState, host: str) -> str:
     """What the timer does: start meshctl-rotate.service; return this run's journal lines."""
-    cursor = sh(lab, host, "journalctl -u meshctl-rotate.service -n 0 --show-cursor --no-pager | tail -1")
-    cursor = cursor.split("cursor:", 1)[-1].strip()
     sh(lab, host, "systemctl start meshctl-rotate.service", timeout=120)
-    after = f"--after-cursor={cursor}" if cursor else ""
-    return sh(lab, host, f"journalctl -u meshctl-rotate.service {after} --no-pager -o cat")
+    invocation = sh(lab, host, "systemctl show -p InvocationID --value meshctl-rotate.service").strip()
+    assert invocation, f"{host}: meshctl-rotate.service has no invocation id"
+    return sh(lab, host, f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +135,12 @@ def test_node_keys_rotate_while_ping_runs(lab: LabState, mesh: dict[str, str]) -
     for n in NODES:
         peers = set(sh(lab, n, "wg show mesh0 peers").split())
         assert {after[m] for m in NODES if m != n} <= peers and not ({before[m] for m in NODES} & peers)
-    assert " 0% packet loss" in sh(lab, "node1", f"ping -c 3 -W 2 {mesh['node3']}")
+    # every pair talks again over the new keys (a relayed peer needs a fresh WireGuard handshake: poll)
+    for src, dst in [("node1", "node3"), ("node3", "node2"), ("node2", "node1")]:
+        t0 = time.monotonic()
+        while lab.run(src, f"ping -c 1 -W 1 {mesh[dst]}", timeout=20).returncode != 0:
+            assert time.monotonic() - t0 < 90, f"{src} cannot reach {dst} over the mesh 90 s after the rotation"
+        print(f"{src} -> {dst} reachable {time.monotonic() - t0:.1f}s after the rotation ended")
 
 
 def _blob(path: str) -> str:
@@ -185,9 +189,14 @@ def test_deploy_key_rotation_then_deploy_with_new_key(lab: LabState, mesh: dict[
         argv = lab.ssh_command(h, "true")
         argv[argv.index("-i") + 1] = str(old_copy)
         assert subprocess.run(argv, capture_output=True, timeout=30).returncode != 0, f"old key still works on {h}"
+    # deploy again, logging in with the new key: every host reached and deployed (the number of changes
+    # depends on whether the toolkit changed since the first deploy, so it is reported, not asserted)
     deployed = meshctl("deploy", "-i", str(INVENTORY), "--json", timeout=1200)
     assert deployed.returncode == 0, deployed.stderr[-3000:]
-    assert json.loads(deployed.stdout)["changed"] == 0
+    summary = json.loads(deployed.stdout)
+    assert summary["failed"] == [] and set(summary["hosts"]) == {h.name for h in lab.hosts}
+    assert all(h["error"] is None for h in summary["hosts"].values())
+    print(f"deploy with the new key: {summary['changed']} changes, {summary['seconds']}s")
 
 
 def test_timer_renews_a_short_host_certificate(lab: LabState, mesh: dict[str, str]) -> None:
