@@ -357,3 +357,68 @@ def test_healthz_and_metrics(control: RunningControl) -> None:
     for name in ("meshctl_control_nodes", "meshctl_control_online_streams", "meshctl_control_map_frames_sent_total",
                  "meshctl_control_map_build_seconds"):
         assert name in m
+
+
+def test_admin_node_operations(control: RunningControl) -> None:
+    authkey = make_authkey(control)
+    key = admin_key(control)
+
+    async def go() -> None:
+        ca, ka, _ida = await join(control, authkey, "viewer")
+        _cb, _kb, idb = await join(control, authkey, "subject")
+        _cc, _kc, _idc = await join(control, authkey, "taken")
+        wa = await Watcher(ca, ka).start()
+
+        def call(method: str, path: str, body: Any = None) -> httpx.Response:
+            return api(control, key, method, path, json=body)
+
+        r = await asyncio.to_thread(call, "POST", f"/api/v1/nodes/{idb}/rename", {"name": "taken"})
+        assert r.status_code == 409 and r.json()["code"] == "name_taken"
+        r = await asyncio.to_thread(call, "POST", f"/api/v1/nodes/{idb}/rename", {"name": "Bad Name"})
+        assert r.status_code == 400 and r.json()["code"] == "bad_name"
+        r = await asyncio.to_thread(call, "POST", f"/api/v1/nodes/{idb}/rename", {"name": "db1"})
+        assert r.status_code == 200 and r.json()["fqdn"] == "db1.mesh.test"
+        await wa.until(lambda m: m.peers[idb].fqdn == "db1.mesh.test")
+        r = await asyncio.to_thread(call, "POST", f"/api/v1/nodes/{idb}/tags", {"tags": ["tag:db", "tag:prod"]})
+        assert r.status_code == 200 and r.json()["tags"] == ["tag:db", "tag:prod"]
+        await wa.until(lambda m: m.peers[idb].tags == ("tag:db", "tag:prod"))
+        r = await asyncio.to_thread(call, "POST", f"/api/v1/nodes/{idb}/tags", {"tags": ["db"]})
+        assert r.status_code == 400 and r.json()["code"] == "bad_tags"
+        # per-node expiry off: the node survives a clock far past the default expiry
+        r = await asyncio.to_thread(call, "POST", f"/api/v1/nodes/{idb}/key-expiry", {"disabled": True})
+        assert r.status_code == 200 and r.json()["keyExpiryDisabled"] is True and r.json()["keyExpiry"] is None
+        control.clock.offset = 400 * 86400.0
+        await asyncio.sleep(0.6)  # housekeeping runs every 0.2 s
+        r = await asyncio.to_thread(call, "GET", f"/api/v1/nodes/{idb}")
+        assert r.json()["expired"] is False
+        r = await asyncio.to_thread(call, "GET", "/api/v1/nodes")
+        by_name = {n["name"]: n for n in r.json()}
+        assert by_name["taken"]["expired"] is True and by_name["db1"]["expired"] is False
+        for path in ("/api/v1/nodes/999", "/api/v1/nodes/999/expire"):
+            r = await asyncio.to_thread(call, "GET" if path.endswith("999") else "POST", path)
+            assert r.status_code == 404 and r.json()["code"] == "not_found"
+        await wa.stop()
+    run(go())
+
+
+def test_tagged_auth_key_disables_expiry_and_users_are_managed(control: RunningControl) -> None:
+    key = admin_key(control)
+    r = api(control, key, "POST", "/api/v1/authkeys", json={"tags": ["tag:server"], "user": "ops", "expiry": "2h"})
+    assert r.status_code == 201 and r.json()["user"] == "ops" and r.json()["reusable"] is False
+    tagged = r.json()["key"]
+
+    async def go() -> None:
+        c = control.client()
+        res = await c.register(NodePrivateKey.generate(), auth_key=tagged, hostinfo=hostinfo("srv"))
+        assert res.node is not None and res.node.tags == ("tag:server",) and res.node.key_expiry is None
+        assert res.node.user == "ops"
+    run(go())
+    users = api(control, key, "GET", "/api/v1/users").json()
+    assert [u["name"] for u in users] == ["ops"]
+    r = api(control, key, "DELETE", "/api/v1/users/ops")
+    assert r.status_code == 409 and "still owns nodes" in r.json()["error"]
+    assert api(control, key, "POST", "/api/v1/users", json={"name": "eve"}).status_code == 201
+    assert api(control, key, "POST", "/api/v1/users", json={"name": "eve"}).status_code == 409
+    assert api(control, key, "DELETE", "/api/v1/users/eve").status_code == 200
+    r = api(control, key, "POST", "/api/v1/authkeys", json={"expiry": "soon"})
+    assert r.status_code == 400 and r.json()["code"] == "bad_expiry"
