@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 from meshctl.lab import LabError, LabState, Nat, check_prerequisites, down, ensure_rootfs, up
+from meshctl.lab.cgroup import memory_peak_bytes
 from meshctl.lab.host import processes_in_netns
 from meshctl.lab.network import netns_inode
 
 
 def memory_kib(state: LabState) -> dict[str, tuple[int, int]]:
-    """Per host: (RSS, PSS) in KiB summed over the processes inside its network namespace."""
+    """Per host: (RSS, PSS) in KiB summed over the processes inside its network namespace (sampled)."""
     out: dict[str, tuple[int, int]] = {}
     for host in state.hosts:
         inode = netns_inode(host.netns)
@@ -42,7 +43,7 @@ def memory_kib(state: LabState) -> dict[str, tuple[int, int]]:
     return out
 
 
-def lab_for(size: int, name: str) -> tuple[float, float, dict[str, tuple[int, int]]]:
+def lab_for(size: int, name: str) -> tuple[float, float, dict[str, tuple[int, int]], list[int]]:
     nodes = max(1, size - 2)
     nat = {"node2": Nat.EASY} if nodes >= 3 else {}
     if nodes >= 3:
@@ -56,9 +57,11 @@ def lab_for(size: int, name: str) -> tuple[float, float, dict[str, tuple[int, in
             old = peak.get(host, (0, 0))
             peak[host] = (max(old[0], rss), max(old[1], pss))
         time.sleep(0.3)
+    # the kernel's own peak for each host's memory cgroup (processes plus the page cache they charged)
+    cgroup_peaks = [p for p in (memory_peak_bytes(list(h.cgroups)) for h in state.hosts) if p is not None]
     t = time.monotonic()
     down(name)
-    return up_s, time.monotonic() - t, peak
+    return up_s, time.monotonic() - t, peak, cgroup_peaks
 
 
 def main() -> int:
@@ -81,16 +84,19 @@ def main() -> int:
     t = time.monotonic()
     cached = ensure_rootfs()
     print(f"rootfs cached:     {time.monotonic() - t:.3f}s ({'built now' if cached.built else 'reused'})")
-    base_up, base_down, _ = lab_for(2, "bench2")
+    base_up, base_down, _, _ = lab_for(2, "bench2")
     print(f"baseline up 2 hosts: {base_up:.2f}s, down {base_down:.2f}s")
     for size in [int(s) for s in args.sizes.split(",")]:
-        up_s, down_s, peak = lab_for(size, f"bench{size}")
+        up_s, down_s, peak, cgroup_peaks = lab_for(size, f"bench{size}")
         rss = [r for r, _ in peak.values()]
         pss = [p for _, p in peak.values()]
         print(f"up {size:>2} hosts: {up_s:.2f}s ({up_s / base_up:.1f}x baseline)   down: {down_s:.2f}s "
               f"({down_s / base_down:.1f}x)   peak memory per host: RSS {max(rss) / 1024:.1f} MiB max "
               f"(mean {sum(rss) / len(rss) / 1024:.1f}), PSS {max(pss) / 1024:.1f} MiB max "
               f"(mean {sum(pss) / len(pss) / 1024:.1f})")
+        if cgroup_peaks:
+            print(f"   memory cgroup peak per host (incl. page cache): max {max(cgroup_peaks) / 2**20:.1f} MiB, "
+                  f"mean {sum(cgroup_peaks) / len(cgroup_peaks) / 2**20:.1f} MiB")
     return 0
 
 

@@ -105,3 +105,12 @@ def test_two_names_get_two_prefixes_when_the_first_is_recorded() -> None:
 def test_root_veth_name_fits_an_interface_name_and_differs_per_lab() -> None:
     assert len(root_veth_name("abcdefghijkl")) <= 15
     assert root_veth_name("lab") != root_veth_name("e2e")
+
+
+def test_inotify_limit_is_raised_only_when_the_lab_would_not_fit() -> None:
+    from meshctl.lab.limits import INSTANCES_PER_HOST, needed_inotify_limit
+
+    assert needed_inotify_limit(in_use=60, hosts=10, current=128) == 1024  # Debian's default 128 is too small
+    assert needed_inotify_limit(in_use=60, hosts=10, current=8192) is None
+    big = needed_inotify_limit(in_use=900, hosts=50, current=1024)
+    assert big is not None and big >= 900 + 50 * INSTANCES_PER_HOST

@@ -35,6 +35,7 @@ from .host import (
     wait_for_ssh,
     wait_gone,
 )
+from .limits import ensure_inotify_instances
 from .network import create_network, delete_network, lab_namespaces, netns_inode, taken_networks
 from .plan import LabPlan, Nat, choose_prefix, plan_lab, root_veth_name, validate_lab_name
 from .rootfs import ensure_rootfs
@@ -138,6 +139,10 @@ def up(
         others = [p for p in root.glob("*/state.json") if p.parent.name != name]
         prefix = choose_prefix(name, taken_networks(others))
         plan = plan_lab(name, prefix, nodes=nodes, derps=derps, nat=nat)
+        raised = ensure_inotify_instances(len(plan.hosts))
+        if raised:
+            progress(f"raised fs.inotify.max_user_instances from {raised[0]} to {raised[1]} "
+                     "(each host's systemd needs several; the old limit would stall boots)")  # fmt: skip
         try:
             return _up_locked(plan, rootfs.path, root, timings, progress, t0)
         except BaseException:

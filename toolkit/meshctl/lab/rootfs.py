@@ -27,7 +27,7 @@ SUITE = "bookworm"
 CACHE_DIR = Path("/var/cache/meshctl/lab")
 
 #: bump when the customisation below changes, so cached trees built by an older recipe are rebuilt
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 PACKAGES: tuple[str, ...] = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv", "python3-pip",
@@ -43,6 +43,8 @@ MASKED_UNITS: tuple[str, ...] = (
     "dpkg-db-backup.timer", "systemd-timesyncd.service", "systemd-journald-audit.socket",
     "systemd-hwdb-update.service", "systemd-udevd.service", "systemd-udev-trigger.service",
     "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
+    # no passwords are ever asked in a lab host; these watch directories with inotify (a per-user limit)
+    "systemd-ask-password-console.path", "systemd-ask-password-wall.path",
 )  # fmt: skip
 
 SSHD_CONFIG = """\
