@@ -8,13 +8,17 @@ test drives them from its own thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -103,3 +107,66 @@ def make_netns() -> Iterator[str]:
         yield name
     finally:
         sh("ip", "netns", "del", name, check=False)
+
+
+# -- throwaway systemd containers ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def overlay_rootfs() -> Iterator[Path]:
+    """A writable overlay of the lab's cached Debian rootfs (skips when there is none); yields a work dir
+    holding `merged` (the root) and `out` (bind it to /out to get results back)."""
+    from meshctl.lab.rootfs import CACHE_DIR, cached_rootfs
+
+    # the current recipe's rootfs, else any complete one (a new recipe may be building right now)
+    complete = sorted(CACHE_DIR.glob("rootfs-*/.meshctl-rootfs"), key=lambda p: p.stat().st_mtime)
+    lower = cached_rootfs() or (complete[-1].parent if complete else None)
+    if lower is None:
+        pytest.skip("no cached lab rootfs (built by `meshctl lab up`); nothing to boot")
+    if shutil.which("systemd-nspawn") is None:
+        pytest.skip("systemd-nspawn is not installed")
+    work = Path(tempfile.mkdtemp(prefix="msvc-boot-"))
+    for sub in ("upper", "work", "merged", "out"):
+        (work / sub).mkdir()
+    sh("mount", "-t", "overlay", "overlay", "-o",
+       f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'work'}", str(work / "merged"))
+    try:
+        yield work
+    finally:
+        sh("umount", str(work / "merged"), check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def enable_unit(root: Path, name: str, text: str | None = None, target: str = "multi-user.target") -> None:
+    """Write /etc/systemd/system/NAME (when text is given) and enable it for `target`."""
+    units = root / "etc/systemd/system"
+    if text is not None:
+        (units / name).write_text(text)
+    wants = units / f"{target}.wants"
+    wants.mkdir(exist_ok=True)
+    source = f"/etc/systemd/system/{name}" if text is not None else f"/usr/lib/systemd/system/{name}"
+    (wants / name).symlink_to(source)
+
+
+def boot(work: Path, *extra: str, timeout: float = 120) -> None:
+    """Boot the overlay with systemd until something in it powers off; /out is `work/out`. On timeout the
+    container is asked to stop (SIGTERM to nspawn powers it off), killed only if it will not."""
+    with open(work / "console.log", "wb") as console:
+        nspawn = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
+             f"--directory={work / 'merged'}", f"--machine={unique('msvcboot')}", "--private-network",
+             "--capability=CAP_NET_ADMIN,CAP_NET_RAW", "--bind=/dev/net/tun", f"--bind={work / 'out'}:/out",
+             "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=pipe", *extra],
+            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+        )
+        try:
+            nspawn.wait(timeout)
+        except subprocess.TimeoutExpired:
+            nspawn.terminate()
+            try:
+                nspawn.wait(30)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait(10)
+            raise AssertionError(f"the container did not power off within {timeout:.0f} s: "
+                                 f"{(work / 'console.log').read_text(errors='replace')[-2000:]}") from None

@@ -6,9 +6,6 @@ delete /etc/meshctl/authkey — holding only the three network capabilities."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +13,12 @@ import pytest
 
 from meshctl.agent.unit import agent_unit_text
 
-from .test_agent_svc_netns import unique
+from .test_agent_svc_netns import boot, enable_unit, overlay_rootfs
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount an overlay and boot a container"),
-    pytest.mark.skipif(shutil.which("systemd-nspawn") is None, reason="systemd-nspawn is not installed"),
 ]
 
 # Stands in for `meshctl agent run`: tries each thing the agent does and writes what happened.
@@ -67,28 +63,10 @@ WantedBy=multi-user.target
 """
 
 
-def _rootfs() -> Path | None:
-    from meshctl.lab.rootfs import cached_rootfs
-
-    return cached_rootfs()
-
-
 @pytest.fixture
 def container() -> Iterator[Path]:
-    lower = _rootfs()
-    if lower is None:
-        pytest.skip("no cached lab rootfs (built by `meshctl lab up`); nothing to boot")
-    work = Path(tempfile.mkdtemp(prefix="msvc-unit-"))
-    merged = work / "merged"
-    for sub in ("upper", "work", "merged", "out"):
-        (work / sub).mkdir()
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'work'}", str(merged)], check=True)
-    try:
+    with overlay_rootfs() as work:
         yield work
-    finally:
-        subprocess.run(["umount", str(merged)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_hardened_unit_lets_the_agent_do_its_job(container: Path) -> None:
@@ -98,21 +76,9 @@ def test_the_hardened_unit_lets_the_agent_do_its_job(container: Path) -> None:
     probe.chmod(0o755)
     (root / "etc/meshctl").mkdir(exist_ok=True)
     (root / "etc/meshctl/authkey").write_text("mskey-auth-test\n")
-    units = root / "etc/systemd/system"
-    (units / "meshctl-agent.service").write_text(agent_unit_text(exec_path="/usr/local/bin/meshctl-probe"))
-    (units / "svc-report.service").write_text(REPORTER)
-    wants = units / "multi-user.target.wants"
-    wants.mkdir(exist_ok=True)
-    for name in ("meshctl-agent.service", "svc-report.service"):
-        (wants / name).symlink_to(f"/etc/systemd/system/{name}")
-
-    subprocess.run(
-        ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit", f"--directory={root}",
-         f"--machine={unique('msvcunit')}", "--private-network", "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
-         "--bind=/dev/net/tun", f"--bind={container / 'out'}:/out", "--link-journal=no", "--resolv-conf=off",
-         "--timezone=off", "--console=pipe"],
-        capture_output=True, timeout=120, check=False,
-    )
+    enable_unit(root, "meshctl-agent.service", agent_unit_text(exec_path="/usr/local/bin/meshctl-probe"))
+    enable_unit(root, "svc-report.service", REPORTER)
+    boot(container)
     out = container / "out"
     journal = (out / "journal").read_text() if (out / "journal").exists() else "(no journal)"
     assert (out / "state").read_text().split() == ["Result=success", "ActiveState=active"], journal
