@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import ssl
 from pathlib import Path
@@ -186,6 +187,15 @@ def test_tls_relay(tmp_path: Path) -> None:
             async with client(url, ssl_context=client_ctx) as a, client(url, ssl_context=client_ctx) as b:
                 await a.send(pub(b), b"over tls")
                 assert (await recv_packet(b)).data == b"over tls"
+            # a self-signed relay pinned by its certificate hash (the DERP map's CertName "sha256-raw:<hex>")
+            der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+            pin = "sha256-raw:" + hashlib.sha256(der).hexdigest()
+            async with client(url, cert_name=pin) as a, client(url, cert_name=pin) as b:
+                await a.send(pub(b), b"pinned")
+                assert (await recv_packet(b)).data == b"pinned"
+            with pytest.raises(DerpConnectError, match="does not match the pinned sha256-raw:"):
+                async with client(url, cert_name="sha256-raw:" + "00" * 32):
+                    pass
             # a client that does not trust the certificate fails with one clear error
             with pytest.raises(DerpConnectError, match="TLS failed"):
                 async with client(url):

@@ -6,13 +6,15 @@ Public API (also exported from `meshctl.derp`)::
 
     client = DerpClient(url, private_key, *, server_key=None, mesh_key=None, watch_conns=False,
                         ssl_context=None, preferred=False, clock=time.monotonic,
-                        connect_timeout=10.0, app_name="meshctl")
+                        connect_timeout=10.0, app_name="meshctl", cert_name="")
         url           "http://10.0.0.2:8443/derp" or "https://derp1.example.com/derp" (port 80/443 default)
         private_key   NodePrivateKey (a mesh peer passes its DerpPrivateKey)
         server_key    DerpPublicKey pinned from the DERP map; a mismatch raises ServerKeyMismatchError
         mesh_key      64 hex; makes this a trusted mesh peer (WatchConns / ForwardPacket / ClosePeer)
         watch_conns   send WatchConns after the handshake (mesh peers only)
         preferred     send NotePreferred(True) after the handshake (this is the node's home DERP)
+        cert_name     the DERP map node's CertName: a TLS name to verify instead of the URL's host, or
+                      "sha256-raw:<hex>" to pin a self-signed certificate by the SHA-256 of its DER bytes
     await client.connect()                    TCP(+TLS) + HTTP upgrade + handshake. Raises DerpConnectError,
                                               HttpUpgradeError, ServerKeyMismatchError, AdmissionDeniedError,
                                               HandshakeError / other DerpProtocolError.
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import random
 import ssl
@@ -133,6 +136,16 @@ DerpEvent = RecvPacket | PeerGone | PeerPresent | Pong | Health | KeepAlive | Re
 ReconnectEvent = DerpEvent | Connected | Disconnected
 
 
+def _parse_cert_pin(url: str, cert_name: str) -> str | None:
+    """`sha256-raw:<64 hex>` (the DERP map's CertName for self-signed relays) → the hex digest, else None."""
+    if not cert_name.startswith("sha256-raw:"):
+        return None
+    digest = cert_name.removeprefix("sha256-raw:").strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise DerpConnectError(url, f"CertName {cert_name!r}: want sha256-raw: followed by 64 hex characters")
+    return digest
+
+
 def parse_derp_url(url: str) -> tuple[bool, str, int, str]:
     """(tls, host, port, path) from `http(s)://host[:port][/path]`; the path defaults to /derp."""
     parts = urllib.parse.urlsplit(url)
@@ -153,9 +166,11 @@ class DerpClient:
                  server_key: DerpPublicKey | None = None, mesh_key: str | None = None, watch_conns: bool = False,
                  ssl_context: ssl.SSLContext | None = None, preferred: bool = False,
                  clock: Callable[[], float] = time.monotonic, connect_timeout: float = 10.0,
-                 app_name: str = "meshctl") -> None:
+                 app_name: str = "meshctl", cert_name: str = "") -> None:
         self.url = url
         self._tls, self._host, self._port, self._path = parse_derp_url(url)
+        self._cert_name = cert_name
+        self._cert_pin = _parse_cert_pin(url, cert_name)
         self._key = private_key
         self._pinned = server_key
         self._mesh_key = mesh_key
@@ -199,16 +214,32 @@ class DerpClient:
 
     async def _connect(self) -> None:
         ctx: ssl.SSLContext | None = None
+        server_hostname = self._host
         if self._tls:
-            ctx = self._ssl or ssl.create_default_context()
+            if self._cert_pin is not None and self._ssl is None:
+                # a self-signed relay pinned by its certificate's hash: the pin replaces CA and name checks
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            else:
+                ctx = self._ssl or ssl.create_default_context()
+                if self._cert_name and self._cert_pin is None:
+                    server_hostname = self._cert_name
         try:
             self._reader, self._writer = await asyncio.open_connection(
-                self._host, self._port, ssl=ctx, server_hostname=self._host if ctx else None,
+                self._host, self._port, ssl=ctx, server_hostname=server_hostname if ctx else None,
                 limit=_READ_CHUNK)
         except ssl.SSLError as e:
             raise DerpConnectError(self.url, f"TLS failed: {e.reason or e}") from None
         except OSError as e:
             raise DerpConnectError(self.url, e.strerror or str(e)) from None
+        if self._cert_pin is not None:
+            ssl_object = self._writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            got = hashlib.sha256(der).hexdigest() if der else "none"
+            if got != self._cert_pin:
+                raise DerpConnectError(self.url, f"TLS certificate sha256 {got} does not match the pinned "
+                                                 f"sha256-raw:{self._cert_pin}")
         host = self._host if ":" not in self._host else f"[{self._host}]"
         self._writer.write(upgrade_request(f"{host}:{self._port}", self._path))
         await self._read_upgrade()
@@ -418,10 +449,12 @@ class ReconnectingDerpClient:
                  server_key: DerpPublicKey | None = None, mesh_key: str | None = None, watch_conns: bool = False,
                  ssl_context: ssl.SSLContext | None = None, preferred: bool = False,
                  clock: Callable[[], float] = time.monotonic, connect_timeout: float = 10.0,
-                 app_name: str = "meshctl", backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 rng: random.Random | None = None) -> None:
+                 app_name: str = "meshctl", cert_name: str = "", backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, rng: random.Random | None = None) -> None:
         self.url = url
         parse_derp_url(url)  # fail fast on a bad URL
+        _parse_cert_pin(url, cert_name)
+        self._cert_name = cert_name
         self._server_key = server_key
         self._mesh_key = mesh_key
         self._watch = watch_conns
@@ -468,7 +501,8 @@ class ReconnectingDerpClient:
         while not self._closed:
             client = DerpClient(self.url, self._key, server_key=self._server_key, mesh_key=self._mesh_key,
                                 watch_conns=self._watch, ssl_context=self._ssl, preferred=self._preferred,
-                                clock=self._clock, connect_timeout=self._connect_timeout, app_name=self._app_name)
+                                clock=self._clock, connect_timeout=self._connect_timeout, app_name=self._app_name,
+                                cert_name=self._cert_name)
             started = self._clock()
             try:
                 await client.connect()
