@@ -121,6 +121,19 @@ def test_the_filter_table_is_installed_and_the_mesh_still_works(svc_mesh: tuple[
     wait_for("n1 pings n2", lambda: m.ping(n1, m.agents["n2"].mesh_ip(), count=1, timeout=2), timeout=30)
 
 
+def test_short_names_resolve_through_the_managed_resolv_conf(svc_mesh: tuple[ServicesMesh, StubUpstream]) -> None:
+    """The host's own resolver (glibc, via the file the agent manages) finds a peer by its short name."""
+    m, _ = svc_mesh
+    n1 = m.agents["n1"]
+    resolv = n1.dir / "resolv.conf"
+    wait_for("n1's resolv.conf is managed", lambda: resolv.read_text().startswith(MANAGED_MARKER), timeout=30)
+    lookup = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              f'mount --bind {resolv} /etc/resolv.conf && exec getent ahostsv4 "$1"', "sh"]
+    found = wait_for("getent finds n2", lambda: m.exec(n1.ns, [*lookup, "n2"], check=False), timeout=30)
+    assert found.split()[0] == m.agents["n2"].mesh_ip()
+    assert m.exec(n1.ns, [*lookup, "ghost"], check=False) == ""
+
+
 def test_a_clean_stop_gives_everything_back(svc_mesh: tuple[ServicesMesh, StubUpstream]) -> None:
     m, _ = svc_mesh
     n2 = m.agents["n2"]
@@ -131,3 +144,4 @@ def test_a_clean_stop_gives_everything_back(svc_mesh: tuple[ServicesMesh, StubUp
     tables = sh(["ip", "netns", "exec", n2.ns, "nft", "list", "tables"])
     assert "table inet meshctl" not in tables
     assert "100.100.100.100" not in sh(["ip", "-n", n2.ns, "addr", "show", "dev", "lo"])
+
