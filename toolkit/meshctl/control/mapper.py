@@ -51,6 +51,8 @@ class Mapper:
         self._derp_json = _dumps(config.derp_map.to_json())
         self._dns_json = _dumps(self.dns.to_json())
         self.ssh_config = ssh_config_provider
+        self._time_second = -1
+        self._time_json = b'""'
 
     def wire_node(self, rec: NodeRecord, now: float) -> Node:
         reg = self.registry
@@ -72,10 +74,22 @@ class Mapper:
             self.registry.wire_cache[rec.id] = cached
         return cached
 
+    def patch_json(self, rec: NodeRecord) -> bytes:
+        """The peersPatch entry of a node (cached like node_json: built once per change, not per stream)."""
+        cached = self.registry.patch_cache.get(rec.id)
+        if cached is None:
+            cached = _dumps(PeerPatch(id=rec.id, endpoints=rec.endpoints, home_derp=rec.home_derp,
+                                      online=self.registry.is_online(rec.id), last_seen=_dt(rec.last_seen)).to_json())
+            self.registry.patch_cache[rec.id] = cached
+        return cached
+
     def _head(self, session: MapSession, now: float) -> list[tuple[str, bytes]]:
         session.seq += 1
-        return [("seq", str(session.seq).encode()),
-                ("controlTime", b'"' + format_time(datetime.fromtimestamp(now, UTC)).encode() + b'"')]
+        second = int(now)
+        if second != self._time_second:
+            self._time_second = second
+            self._time_json = b'"' + format_time(datetime.fromtimestamp(second, UTC)).encode() + b'"'
+        return [("seq", str(session.seq).encode()), ("controlTime", self._time_json)]
 
     def full_frame(self, session: MapSession, now: float) -> bytes:
         reg = self.registry
@@ -102,7 +116,7 @@ class Mapper:
             return None
         changed: list[bytes] = []
         removed: list[int] = []
-        patches: list[dict[str, Any]] = []
+        patches: list[bytes] = []
         for pid, kind in session.pending.items():
             peer = reg.nodes.get(pid)
             if peer is None or not reg.policy.can_see(me, peer, now):
@@ -110,8 +124,7 @@ class Mapper:
             elif kind is Change.CHANGED:
                 changed.append(self.node_json(peer, now))
             else:
-                patches.append(PeerPatch(id=pid, endpoints=peer.endpoints, home_derp=peer.home_derp,
-                                         online=reg.is_online(pid), last_seen=_dt(peer.last_seen)).to_json())
+                patches.append(self.patch_json(peer))
         session.pending.clear()
         fields = self._head(session, now)
         if session.self_changed:
@@ -122,7 +135,7 @@ class Mapper:
         if removed:
             fields.append(("peersRemoved", _dumps(removed)))
         if patches:
-            fields.append(("peersPatch", _dumps(patches)))
+            fields.append(("peersPatch", _array(patches)))
         return _compose(fields)
 
     def keepalive_frame(self, session: MapSession, now: float) -> bytes:

@@ -63,6 +63,7 @@ class Registry:
         self.used4: set[str] = set()
         self.used6: set[str] = set()
         self.wire_cache: dict[int, bytes] = {}
+        self.patch_cache: dict[int, bytes] = {}
         self.expired_announced: set[int] = set()
 
     # --- node set --------------------------------------------------------------------------------
@@ -77,16 +78,20 @@ class Registry:
         self._by_name[rec.name] = rec.id
         self.used4.add(rec.ipv4)
         self.used6.add(rec.ipv6)
-        self.wire_cache.pop(rec.id, None)
+        self._invalidate(rec.id)
         return old
 
     def remove(self, node_id: int) -> NodeRecord | None:
         rec = self.nodes.pop(node_id, None)
         if rec is not None:
             self._unindex(rec)
-        self.wire_cache.pop(node_id, None)
+        self._invalidate(node_id)
         self.expired_announced.discard(node_id)
         return rec
+
+    def _invalidate(self, node_id: int) -> None:
+        self.wire_cache.pop(node_id, None)
+        self.patch_cache.pop(node_id, None)
 
     def _unindex(self, rec: NodeRecord) -> None:
         self._by_machine.pop(rec.machine_key.raw, None)
@@ -133,7 +138,7 @@ class Registry:
             old.close()
         existing.append(session)
         if len(existing) == 1:
-            self.wire_cache.pop(session.node_id, None)
+            self._invalidate(session.node_id)
             return True
         return False
 
@@ -146,12 +151,12 @@ class Registry:
         if lst:
             return False
         del self.sessions[session.node_id]
-        self.wire_cache.pop(session.node_id, None)
+        self._invalidate(session.node_id)
         return True
 
     def notify(self, node_id: int, kind: Change, *, include_self: bool = True) -> int:
         """Queue a change of `node_id` for every stream that may see it; returns how many were touched."""
-        self.wire_cache.pop(node_id, None)
+        self._invalidate(node_id)
         touched = 0
         for nid in self.policy.audience(node_id, self.online_ids()):
             for s in self.sessions[nid]:
