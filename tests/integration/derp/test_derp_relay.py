@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from meshctl.derp.client import DerpClient
 from meshctl.derp.errors import DerpClosedError, DerpConnectError, ServerKeyMismatchError
-from meshctl.derp.frames import MAX_PACKET_SIZE, Health, KeepAlive, PeerGone, PeerGoneReason, RecvPacket
+from meshctl.derp.frames import MAX_PACKET_SIZE, Health, KeepAlive, PeerGone, PeerGoneReason, RecvPacket, Restarting
 from meshctl.derp.http import parse_response_head
 from meshctl.derp.server import DerpServer
 from meshctl.keys import DerpPrivateKey, NodePrivateKey
@@ -220,7 +220,8 @@ def test_reconnecting_client_survives_a_server_restart() -> None:
         try:
             assert await rc.wait_connected(5)
             assert isinstance(await rc.recv(), Connected)
-            await server.close()
+            await server.close(reconnect_in=0.1)
+            assert await asyncio.wait_for(rc.recv(), 5) == Restarting(100, 30000)
             assert isinstance(await asyncio.wait_for(rc.recv(), 5), Disconnected)
             await rc.send(NodePrivateKey.generate().public_key(), b"while down")  # dropped, not raised
             assert rc.dropped == 1

@@ -46,9 +46,10 @@ Public API (also exported from `meshctl.derp`)::
     await rc.ping(timeout) / rc.note_preferred(p) (remembered across reconnects) / rc.close()
     rc.connected, rc.server_public_key, rc.connects (number of successful connects)
 
-Reconnects use exponential backoff with full jitter (0.5 s doubling to 30 s), reset after a connection
-that stayed up. The background reader applies backpressure: if nobody calls recv(), reading stops once
-1024 events are waiting, which also delays Pongs.
+Reconnects use exponential backoff with jitter (0.5 s doubling to 30 s), reset after a connection that
+stayed up; after a Restarting frame the client comes back when the server asked it to. The background
+reader applies backpressure: if nobody calls recv(), reading stops once 1024 events are waiting, which
+also delays Pongs.
 """
 
 from __future__ import annotations
@@ -472,6 +473,7 @@ class ReconnectingDerpClient:
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._restart_hint: float | None = None
         self.dropped = 0
         self.connects = 0
         self.last_error: str | None = None
@@ -525,6 +527,12 @@ class ReconnectingDerpClient:
                     backoff = self._backoff_initial  # it was up for a while: start over
             if self._closed:
                 break
+            if self._restart_hint is not None:
+                # the server said it is restarting and when to come back: follow it (with a little jitter)
+                delay, self._restart_hint = self._restart_hint, None
+                await asyncio.sleep(min(self._backoff_max, delay) * self._rng.uniform(1.0, 1.5))
+                backoff = self._backoff_initial
+                continue
             await asyncio.sleep(self._rng.uniform(0.5, 1.0) * backoff)
             backoff = min(self._backoff_max, backoff * 2)
 
@@ -534,6 +542,8 @@ class ReconnectingDerpClient:
                 ev = await client.recv()
             except (DerpError, OSError) as e:
                 return str(e)
+            if isinstance(ev, Restarting):
+                self._restart_hint = ev.reconnect_in_ms / 1000
             await self._events.put(ev)
 
     async def send(self, dst: NodePublicKey, packet: bytes) -> None:

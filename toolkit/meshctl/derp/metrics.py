@@ -33,7 +33,6 @@ class RelayStats:
     pending_current: int = 0
     pings: int = 0
     note_preferred: int = 0
-    home_moves_in: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # connections closed before/at admission, by reason
     stun_answered: int = 0

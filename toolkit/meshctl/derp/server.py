@@ -44,6 +44,7 @@ from .frames import (
     PeerPresent,
     PeerPresentFlags,
     Pong,
+    Restarting,
     encode_frame,
     frame_header,
     is_disco,
@@ -119,10 +120,14 @@ class DerpServer:
         sockname = server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
-    async def close(self) -> None:
+    async def close(self, *, reconnect_in: float = 0.5, try_for: float = 30.0) -> None:
+        """Stop accepting, tell admitted clients (Restarting) when to come back, and close every connection."""
         for server in self._servers:
             server.close()
+        restarting = encode_frame(Restarting(int(reconnect_in * 1000), int(try_for * 1000)))
         for conn in list(self._conns):
+            if conn.state == _STATE_ACTIVE:
+                conn.write_control(restarting)
             conn.close("server shutting down")
         for server in self._servers:
             await server.wait_closed()
