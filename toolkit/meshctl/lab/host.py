@@ -92,7 +92,9 @@ def boot_host(prepared: PreparedHost, lab: str, console_log: Path) -> BootedHost
         f"--hostname={prepared.plan.name}", f"--uuid={prepared.machine_id}",
         f"--network-namespace-path=/run/netns/{prepared.plan.netns}",
         "--capability=CAP_NET_ADMIN,CAP_NET_RAW", "--bind=/dev/net/tun",
-        "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=passive",
+        "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
+        # arguments for the container's systemd: boot status lines go to console.log (kept if a boot fails)
+        "systemd.show_status=yes",
     ]  # fmt: skip
     cgroups = create_host_cgroups(lab, prepared.plan.name)
     with console_log.open("wb") as out:

@@ -45,6 +45,7 @@ __all__ = ["DownReport", "HostHealth", "check_prerequisites", "down", "health", 
 
 Progress = Callable[[str], None]
 BOOT_TIMEOUT = 90.0
+LOG_ROOT = Path("/var/log/meshctl")
 
 
 def _quiet(_: str) -> None:
@@ -146,9 +147,23 @@ def up(
         try:
             return _up_locked(plan, rootfs.path, root, timings, progress, t0)
         except BaseException:
-            progress(f"lab {name!r}: up failed, removing everything it created")
+            kept = _keep_console_logs(name, root)
+            progress(f"lab {name!r}: up failed, removing everything it created"
+                     + (f" (hosts' console logs kept in {kept})" if kept else ""))  # fmt: skip
             _down_locked(name, root, _quiet)
             raise
+
+
+def _keep_console_logs(name: str, root: Path) -> Path | None:
+    """Copy the hosts' console logs out of the lab before a failed `up` removes it (they say why)."""
+    logs = sorted((lab_dir(name, root) / "hosts").glob("*/console.log"))
+    if not logs:
+        return None
+    keep = LOG_ROOT / f"lab-{name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        shutil.copyfile(log, keep / f"{log.parent.name}.console.log")
+    return keep
 
 
 def _up_locked(plan: LabPlan, rootfs: Path, root: Path, timings: dict[str, float], progress: Progress,
