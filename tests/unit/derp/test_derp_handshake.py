@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from meshctl.derp.errors import BadMagicError, FrameFormatError, HandshakeError
+from meshctl.derp.errors import BadMagicError, DerpProtocolError, FrameFormatError, HandshakeError
 from meshctl.derp.frames import MAGIC, FrameReader, FrameType
 from meshctl.derp.handshake import (
     ClientInfo,
@@ -158,3 +160,22 @@ def test_mesh_key_file_with_several_keys_for_rotation() -> None:
         parse_mesh_key_file("\n  \n")
     with pytest.raises(KeyFormatError, match="want 64 hex characters"):
         parse_mesh_key_file(f"{old}\nshort\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_client_info_payloads_raise_only_protocol_errors(payload: bytes) -> None:
+    try:
+        open_client_info(SERVER, payload)
+    except DerpProtocolError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_sealed_json_raises_only_handshake_errors(plain: bytes) -> None:
+    sealed = CLIENT.box(SERVER.public_key()).seal(plain)
+    try:
+        open_client_info(SERVER, CLIENT.public_key().raw + sealed)
+    except HandshakeError:
+        pass

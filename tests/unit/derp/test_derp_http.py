@@ -4,6 +4,8 @@ malformed input, and the exact responses testinfra probes rely on."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshctl.derp.errors import HttpUpgradeError
 from meshctl.derp.http import (
@@ -106,3 +108,24 @@ def test_generate_204_echoes_a_valid_challenge_only() -> None:
 def test_non_101_response_status() -> None:
     parsed = parse_response_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     assert parsed is not None and parsed[0].status == 404
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_fuzz_request_head_parser(data: bytes) -> None:
+    try:
+        parsed = parse_request_head(data)
+    except HttpUpgradeError as e:
+        assert e.status in (400, 431)
+        return
+    if parsed is not None:
+        assert 0 < parsed[1] <= len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_request_head_after_a_valid_request_line(tail: bytes) -> None:
+    try:
+        parse_request_head(b"GET /derp HTTP/1.1\r\n" + tail)
+    except HttpUpgradeError:
+        pass
