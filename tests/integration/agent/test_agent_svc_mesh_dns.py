@@ -8,17 +8,20 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from meshctl.agent.filter import PacketFilter
 from meshctl.agent.resolvconf import MANAGED_MARKER
 
 from .agent_mesh_harness import HUB_IP, Agent, Mesh, Proc, have_tools, sh, wait_for
 from .test_agent_svc_dns import StubUpstream
-from .test_agent_svc_netns import LoopInNetns
+from .test_agent_svc_netns import LoopInNetns, run_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -132,6 +135,49 @@ def test_short_names_resolve_through_the_managed_resolv_conf(svc_mesh: tuple[Ser
     found = wait_for("getent finds n2", lambda: m.exec(n1.ns, [*lookup, "n2"], check=False), timeout=30)
     assert found.split()[0] == m.agents["n2"].mesh_ip()
     assert m.exec(n1.ns, [*lookup, "ghost"], check=False) == ""
+
+
+def test_rules_are_enforced_on_a_real_wireguard_interface(svc_mesh: tuple[ServicesMesh, StubUpstream]) -> None:
+    """The renderer's rules on wireguard-go's mesh0 (a second table, so the agent's own is left to the agent)."""
+    m, _ = svc_mesh
+    n1, n2 = m.agents["n1"], m.agents["n2"]
+    n1_ip, n2_ip = n1.mesh_ip(), n2.mesh_ip()
+    wait_for("n1 pings n2", lambda: m.ping(n1, n2_ip, count=1, timeout=2), timeout=30)
+
+    def listen(port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((n2_ip, port))
+        sock.listen(4)
+        return sock
+
+    def connects(port: int) -> bool:
+        def attempt() -> bool:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.5)
+                try:
+                    sock.connect((n2_ip, port))
+                except (TimeoutError, ConnectionRefusedError):
+                    return False
+                return True
+        return run_in(n1.ns, attempt)
+
+    listeners = [run_in(n2.ns, partial(listen, port)) for port in (7001, 7002)]
+    packet_filter = PacketFilter("mesh0", table="svctest", nft=("ip", "netns", "exec", n2.ns, "nft"))
+    try:
+        assert connects(7001) and connects(7002)
+        packet_filter.apply([{"srcIPs": [n1_ip], "dstPorts": [{"ip": n2_ip, "ports": {"first": 7001, "last": 7001}}],
+                              "ipProto": [6]}])
+        assert connects(7001)
+        assert not connects(7002)
+        assert not m.ping(n1, n2_ip, count=1, timeout=1)  # ICMP is not in this rule's ipProto
+        assert m.ping(n2, n1_ip, count=1, timeout=2)  # replies to n2's own traffic come back in
+        packet_filter.remove()
+        assert connects(7002)
+        assert "table inet svctest" not in sh(["ip", "netns", "exec", n2.ns, "nft", "list", "tables"])
+    finally:
+        packet_filter.remove()
+        for sock in listeners:
+            sock.close()
 
 
 def test_a_clean_stop_gives_everything_back(svc_mesh: tuple[ServicesMesh, StubUpstream]) -> None:
