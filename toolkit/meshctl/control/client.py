@@ -15,12 +15,16 @@ Exact API::
             # rotation: node_key = the NEW key, old_node_key = the current one (its private half signs a proof)
             # re-registration of a known machine with the same node key: returns current status
             # refusals raise RegistrationError(reason, code, status); RegisterResult.error is then never set
-        def map_stream_raw(self, request: MapRequest) -> AsyncIterator[bytes]   # same, frames' JSON text undecoded
         def map_stream(self, request: MapRequest) -> AsyncIterator[MapResponse]
             # POST /machine/map with request.stream=True; yields every decoded frame, keep-alives included
             # (frame.keep_alive). Feed frames to NetMapState.apply(). Raises ControlHTTPError when refused
-            # (403 code "not_authorized" / "node_key_expired" / "unknown_node"), ControlUnreachableError on
-            # connection loss, FrameError/SealError on a corrupt stream. The first frame is always full.
+            # (403 with .code "not_authorized" (pending approval) / "node_key_expired" (rotate) /
+            # "unknown_node_key" / "unknown_machine" (register first)), ControlUnreachableError on
+            # connection loss or when the server ends the stream (e.g. after a last frame whose self node
+            # has expired=True, or when a newer stream of the same node replaced it), FrameError/SealError on
+            # a corrupt stream. The first frame is always full; packetFilter empty = no policy, allow all.
+        def map_stream_raw(self, request: MapRequest) -> AsyncIterator[bytes]
+            # as map_stream, but yields each frame's opened JSON text undecoded (benchmarks, tools)
         async def update(self, request: MapRequest) -> None
             # non-streaming map request: reports endpoints / homeDerp / hostinfo / discoKey (request.stream ignored)
         async def aclose(self) -> None          # also usable as `async with ControlClient(...) as c:`
