@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from meshctl.lab import LabConflictError, LabState, Nat, down, load_state, up
+from meshctl.lab.cgroup import own_cgroups_named
 from meshctl.lab.host import lab_mounts, pid_start_time, processes_in_netns
 from meshctl.lab.network import lab_namespaces, netns_inode
 from meshctl.lab.plan import root_veth_name
@@ -193,6 +194,7 @@ def _everything_of(name: str) -> dict[str, object]:
         "mounts": lab_mounts(lab_dir(name)),
         "veth": Path(f"/sys/class/net/{root_veth_name(name)}").exists(),
         "dir": lab_dir(name).exists(),
+        "cgroups": own_cgroups_named(f"mlab-{name}-"),
     }
 
 
@@ -210,8 +212,9 @@ def test_down_leaves_nothing_and_twice_is_fine(lab_machine: None) -> None:
         assert len(processes) > 5  # systemd, journald, sshd, wireguard-go, ...
         before = _everything_of(name)
         assert len(before["namespaces"]) == 4 and len(before["mounts"]) == 2 and before["veth"]  # type: ignore[arg-type]
+        assert len(before["cgroups"]) >= 2  # type: ignore[arg-type]
         down(name)
-        assert _everything_of(name) == {"namespaces": [], "mounts": [], "veth": False, "dir": False}
+        assert _everything_of(name) == {"namespaces": [], "mounts": [], "veth": False, "dir": False, "cgroups": []}
         alive = [pid for pid, start in processes if start is not None and pid_start_time(pid) == start]
         assert alive == []
         again = down(name)
@@ -238,4 +241,4 @@ def test_up_repairs_a_half_dead_lab_and_refuses_another_shape(lab_machine: None)
         assert load_state(name).host("node2").pid == repaired.host("node2").pid
     finally:
         down(name)
-    assert _everything_of(name) == {"namespaces": [], "mounts": [], "veth": False, "dir": False}
+    assert _everything_of(name) == {"namespaces": [], "mounts": [], "veth": False, "dir": False, "cgroups": []}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["create_host_cgroups", "launcher_argv", "memory_peak_bytes", "remove_cgroups"]
+__all__ = ["create_host_cgroups", "launcher_argv", "memory_peak_bytes", "own_cgroups_named", "remove_cgroups"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -61,6 +61,14 @@ def launcher_argv(cgroups: list[str], argv: list[str]) -> list[str]:
         'shift; exec "$@"'
     )
     return ["sh", "-c", script, "mlab-launch", *cgroups, "--", *argv]
+
+
+def own_cgroups_named(prefix: str) -> list[str]:
+    """Groups named `prefix*` below this process's group in each hierarchy (what a crashed `up` may leave)."""
+    found: list[str] = []
+    for point, path in _hierarchies():
+        found += [str(p) for p in (point / path.lstrip("/")).glob(f"{prefix}*") if p.is_dir()]
+    return found
 
 
 def memory_peak_bytes(cgroups: list[str]) -> int | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workspace import generate_ssh_keypair
-from .cgroup import remove_cgroups
+from .cgroup import own_cgroups_named, remove_cgroups
 from .errors import LabConflictError, LabError, LabHostError, LabNotRunningError, LabPrerequisiteError
 from .host import (
     BootedHost,
@@ -293,11 +293,12 @@ def _down_locked(name: str, root: Path, progress: Progress) -> DownReport:
             signal_pids([h.pid], signal.SIGKILL)
             report.killed.append(h.pid)
     # 3. cgroups, mounts, then namespaces and links, then files
-    for h in state.hosts if state else ():
-        report.removed += [f"cgroup {g}" for g in remove_cgroups(list(h.cgroups))]
+    recorded_groups = [g for h in (state.hosts if state else ()) for g in h.cgroups]
+    groups = recorded_groups + [g for g in own_cgroups_named(f"mlab-{name}-") if g not in recorded_groups]
+    report.removed += [f"cgroup {g}" for g in remove_cgroups(groups)]
     directory = lab_dir(name, root)
     report.unmounted = unmount_all(directory)
-    report.removed = delete_network(f"mlab-{name}-", root_veth_name(name))
+    report.removed += delete_network(f"mlab-{name}-", root_veth_name(name))
     remaining = lab_mounts(directory)
     if remaining:
         raise LabError(f"lab {name!r}: {remaining[0]} is still mounted; refusing to delete {directory}",
@@ -307,7 +308,7 @@ def _down_locked(name: str, root: Path, progress: Progress) -> DownReport:
         report.removed.append(f"dir {directory}")
     report.seconds = round(time.monotonic() - t, 2)
     progress(f"down: {len(report.stopped)} hosts stopped, {len(report.unmounted)} overlays unmounted, "
-             f"{len(report.removed)} namespaces/links/dirs removed ({report.seconds:.1f}s)")  # fmt: skip
+             f"{len(report.removed)} namespaces/links/cgroups/dirs removed ({report.seconds:.1f}s)")  # fmt: skip
     return report
 
 

@@ -155,6 +155,8 @@ def load_state(name: str = "lab", root: Path = LAB_ROOT) -> LabState:
         text = path.read_text()
     except FileNotFoundError:
         raise LabNotRunningError(name, str(path)) from None
+    except OSError as err:
+        raise LabError(f"cannot read lab state {path}: {err.strerror}", hint="the lab needs root") from None
     try:
         return LabState.from_json(json.loads(text))
     except (ValueError, KeyError, TypeError) as err:
