@@ -113,6 +113,9 @@ def test_resolvectl_gets_mesh_names_from_magicdns_through_the_mesh_link(resolved
     (root / "usr/local/lib").mkdir(parents=True, exist_ok=True)
     (root / "usr/local/lib/svc-resolved-probe.py").write_text(PROBE)
     enable_unit(root, "systemd-resolved.service")
+    # as the package's postinst leaves it: libc asks resolved's stub
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
     (root / "etc/systemd/system/dbus-org.freedesktop.resolve1.service").symlink_to(
         "/usr/lib/systemd/system/systemd-resolved.service")
     enable_unit(root, "svc-resolved-probe.service", RUNNER.format(python=sys.executable))

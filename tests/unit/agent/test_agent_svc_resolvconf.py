@@ -16,6 +16,7 @@ from meshctl.agent.resolvconf import (
     HostDnsError,
     parse_resolv_conf,
     resolved_apply_commands,
+    uses_resolved,
 )
 
 ORIGINAL = "# from DHCP\nnameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch lan example.org\noptions edns0\n"
@@ -162,3 +163,25 @@ def test_backup_can_live_in_the_agents_own_state_dir(root: Path, tmp_path: Path)
     assert not (root / BACKUP).exists()
     dns.restore()
     assert (root / "etc/resolv.conf").read_text() == ORIGINAL
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("stub-symlink", True),
+        ("stub-file", True),
+        ("own-file", False),
+    ],
+)
+def test_resolved_counts_only_when_the_host_resolver_goes_through_it(root: Path, setup: str, expected: bool) -> None:
+    conf = root / "etc/resolv.conf"
+    conf.unlink()
+    if setup == "stub-symlink":
+        (root / "run/systemd/resolve").mkdir(parents=True)
+        (root / "run/systemd/resolve/stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+        os.symlink("../run/systemd/resolve/stub-resolv.conf", conf)
+    elif setup == "stub-file":
+        conf.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\n")
+    else:
+        conf.write_text(ORIGINAL)  # resolved may run, but libc never asks it
+    assert uses_resolved(conf) is expected

@@ -2,7 +2,8 @@
 
 Two modes, chosen when the agent starts:
 
-* **resolved** (systemd-resolved is running): per-link DNS on the mesh interface —
+* **resolved** (systemd-resolved is running and /etc/resolv.conf sends the host to it): per-link
+  DNS on the mesh interface —
   `resolvectl dns mesh0 100.100.100.100`, `resolvectl domain mesh0 ~<domain>`,
   `resolvectl default-route mesh0 false` (plus LLMNR, mDNS and DNSSEC off on that link) — so only
   mesh names go to MagicDNS and the rest of the host's DNS stays as it was; `resolvectl revert mesh0`
@@ -42,6 +43,7 @@ __all__ = [
     "render_managed",
     "resolved_apply_commands",
     "resolved_revert_commands",
+    "uses_resolved",
 ]
 
 MANAGED_MARKER = "# managed by meshctl-agent"
@@ -89,6 +91,15 @@ def render_managed(domain: str, previous: str) -> str:
         *options,
     ]
     return "\n".join(lines) + "\n"
+
+
+def uses_resolved(resolv_conf: Path) -> bool:
+    """Whether the host's libc resolver goes through systemd-resolved (its stub or its generated files);
+    if not, per-link settings in resolved would never be consulted and the file must be managed."""
+    if resolv_conf.is_symlink() and "/systemd/resolve/" in os.readlink(resolv_conf):
+        return True
+    servers, _, _ = parse_resolv_conf(_read(resolv_conf) or "")
+    return "127.0.0.53" in servers or "127.0.0.54" in servers
 
 
 def resolved_apply_commands(interface: str, domain: str) -> list[list[str]]:
@@ -140,7 +151,11 @@ class HostDns:
         self.resolv_conf = root / RESOLV_CONF
         self.backup = backup_path if backup_path is not None else root / BACKUP
         if resolved is None:
-            resolved = (root / RESOLVED_SOCKET).exists() and shutil.which("resolvectl") is not None
+            resolved = (
+                (root / RESOLVED_SOCKET).exists()
+                and shutil.which("resolvectl") is not None
+                and uses_resolved(self.resolv_conf)
+            )
         self.mode = "resolved" if resolved else "file"
 
     # -- what MagicDNS forwards to ------------------------------------------------------------
