@@ -170,6 +170,7 @@ def test_backup_can_live_in_the_agents_own_state_dir(root: Path, tmp_path: Path)
     [
         ("stub-symlink", True),
         ("stub-file", True),
+        ("uplink-symlink", False),
         ("own-file", False),
     ],
 )
@@ -180,6 +181,10 @@ def test_resolved_counts_only_when_the_host_resolver_goes_through_it(root: Path,
         (root / "run/systemd/resolve").mkdir(parents=True)
         (root / "run/systemd/resolve/stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
         os.symlink("../run/systemd/resolve/stub-resolv.conf", conf)
+    elif setup == "uplink-symlink":  # resolved's list of upstream servers: libc bypasses resolved
+        (root / "run/systemd/resolve").mkdir(parents=True)
+        (root / "run/systemd/resolve/resolv.conf").write_text("nameserver 192.0.2.1\n")
+        os.symlink("../run/systemd/resolve/resolv.conf", conf)
     elif setup == "stub-file":
         conf.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\n")
     else:

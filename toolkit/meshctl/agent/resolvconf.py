@@ -94,10 +94,9 @@ def render_managed(domain: str, previous: str) -> str:
 
 
 def uses_resolved(resolv_conf: Path) -> bool:
-    """Whether the host's libc resolver goes through systemd-resolved (its stub or its generated files);
-    if not, per-link settings in resolved would never be consulted and the file must be managed."""
-    if resolv_conf.is_symlink() and "/systemd/resolve/" in os.readlink(resolv_conf):
-        return True
+    """Whether the host's libc resolver asks systemd-resolved's stub (127.0.0.53, usually through the
+    stub-resolv.conf symlink). If not (a file of its own, or resolved's upstream list), per-link settings
+    in resolved would never be consulted and the file must be managed instead."""
     servers, _, _ = parse_resolv_conf(_read(resolv_conf) or "")
     return "127.0.0.53" in servers or "127.0.0.54" in servers
 
