@@ -267,3 +267,40 @@ def test_client_refuses_a_frame_other_than_server_info() -> None:
 def encode_frame_keepalive() -> bytes:
     return struct.pack(">BI", FrameType.KEEP_ALIVE, 0)
 
+
+
+def test_disco_has_its_own_queue_so_a_data_flood_cannot_push_it_out() -> None:
+    import socket
+
+    from meshctl.derp.frames import DISCO_MAGIC
+
+    async def body() -> None:
+        async with relay(write_timeout=10.0) as (server, url), client(url) as flooder:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            slow = RawConn(reader, writer)
+            key = NodePrivateKey.generate()
+            await slow.handshake(key)  # then stops reading for a while
+            data = b"\x00" * 1400
+            for i in range(8000):
+                flooder.send_nowait(key.public_key(), data)
+                if i % 200 == 0:
+                    await flooder.send(key.public_key(), data)
+            await flooder.ping()  # the flood has reached the relay: the slow reader's queue is full by now
+            assert server.stats.drops["queue_head"] > 0
+            await flooder.send(key.public_key(), DISCO_MAGIC + b"call-me-maybe")
+            for _ in range(200):  # more than a queue's worth of data after the disco message
+                await flooder.send(key.public_key(), data)
+            await flooder.ping()
+            disco_seen = False
+            while not disco_seen:
+                ftype, payload = await slow.read_frame(timeout=3.0)
+                if ftype == FrameType.RECV_PACKET and payload[32:].startswith(DISCO_MAGIC):
+                    disco_seen = True
+            assert disco_seen
+            slow.close()
+    run(body, timeout=60)
