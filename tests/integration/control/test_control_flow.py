@@ -422,3 +422,33 @@ def test_tagged_auth_key_disables_expiry_and_users_are_managed(control: RunningC
     assert api(control, key, "DELETE", "/api/v1/users/eve").status_code == 200
     r = api(control, key, "POST", "/api/v1/authkeys", json={"expiry": "soon"})
     assert r.status_code == 400 and r.json()["code"] == "bad_expiry"
+
+
+def _metric(control: RunningControl, name: str) -> float:
+    """The sum over all label sets of one metric."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in httpx.get(control.url + "/metrics", timeout=5).text.splitlines()
+              if line.startswith((name + " ", name + "{"))]
+    assert values, f"metric {name} not found"
+    return sum(values)
+
+
+def test_a_change_touches_only_the_streams_that_see_it(control: RunningControl) -> None:
+    authkey = make_authkey(control)
+
+    async def go() -> None:
+        joined = [await join(control, authkey, f"n{i}") for i in range(6)]
+        watchers = [await Watcher(c, k).start() for c, k, _ in joined[:3]]  # n3..n5 registered but offline
+        await asyncio.sleep(0.3)  # online patches of the watchers settle
+        before = await asyncio.to_thread(_metric, control, "meshctl_control_change_stream_pushes_total")
+        frames_before = await asyncio.to_thread(_metric, control, 'meshctl_control_map_frames_sent_total')
+        c0, k0, id0 = joined[0]
+        await c0.update(MapRequest(node_key=k0.public_key(), endpoints=("203.0.113.9:9",)))
+        for w in watchers[1:]:
+            await w.until(lambda m: m.peers[id0].endpoints == ("203.0.113.9:9",))
+        after = await asyncio.to_thread(_metric, control, "meshctl_control_change_stream_pushes_total")
+        # the two other open streams plus the changed node's own stream; not the three offline nodes
+        assert after - before == 3
+        assert await asyncio.to_thread(_metric, control, 'meshctl_control_map_frames_sent_total') > frames_before
+        for w in watchers:
+            await w.stop()
+    run(go())

@@ -25,7 +25,14 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
 
 
+DEFAULT_CONFIG = Path("/etc/meshctl/control.toml")
+
+
 def _config(config: Path | None, state_dir: Path | None, db: str | None) -> ControlConfig:
+    """The config file (default /etc/meshctl/control.toml when it exists, so the bootstrap commands open the
+    same database as the server), with --state-dir/--db on top."""
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
     return load_config(config).with_overrides(state_dir=state_dir, db=db)
 
 
@@ -44,8 +51,7 @@ def serve(
 
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key must be given together")
-    cfg = load_config(config).with_overrides(listen=listen, state_dir=state_dir, db=db, tls_cert=tls_cert,
-                                             tls_key=tls_key)
+    cfg = _config(config, state_dir, db).with_overrides(listen=listen, tls_cert=tls_cert, tls_key=tls_key)
     run_server(cfg)
 
 
