@@ -54,7 +54,12 @@ def run_rotate_service(lab: LabState, host: str) -> str:
     sh(lab, host, "systemctl start meshctl-rotate.service", timeout=120)
     invocation = sh(lab, host, "systemctl show -p InvocationID --value meshctl-rotate.service").strip()
     assert invocation, f"{host}: meshctl-rotate.service has no invocation id"
-    return sh(lab, host, f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat")
+    deadline = time.monotonic() + 15
+    while True:  # journald may index the run's lines a moment after the unit finished
+        lines = sh(lab, host, f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat")
+        if "host-cert: " in lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
