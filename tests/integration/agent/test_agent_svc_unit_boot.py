@@ -6,11 +6,14 @@ delete /etc/meshctl/authkey — holding only the three network capabilities."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import meshctl
+from meshctl.agent.resolvconf import MANAGED_MARKER
 from meshctl.agent.unit import agent_unit_text
 
 from .test_agent_svc_netns import boot, enable_unit, overlay_rootfs
@@ -90,3 +93,55 @@ def test_the_hardened_unit_lets_the_agent_do_its_job(container: Path) -> None:
     assert "CapEff:\t0000000000003400" in report and "CapBnd:\t0000000000003400" in report
     assert "argv: agent run --config /etc/meshctl/agent.toml" in report
     assert "run-mode: 0o700" in report
+
+
+CRASHING_AGENT = r'''#!/opt/mt/bin/python
+import os, signal, time
+from pathlib import Path
+from meshctl.agent.resolvconf import HostDns
+
+marker = Path("/var/lib/meshctl/agent/crashed-once")
+if not marker.exists():  # first start: take over DNS, then die without cleaning up
+    HostDns("corp.mesh", resolved=False).apply()
+    marker.write_text("1")
+    Path("/run/meshctl/while-running").write_text(Path("/etc/resolv.conf").read_text())
+    os.kill(os.getpid(), signal.SIGKILL)
+Path("/run/meshctl/after-restart").write_text(Path("/etc/resolv.conf").read_text())
+time.sleep(600)
+'''
+
+CRASH_REPORTER = """[Unit]
+After=meshctl-agent.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'sleep 6; cp /run/meshctl/while-running /run/meshctl/after-restart /out/; \
+systemctl show meshctl-agent -p NRestarts > /out/restarts; systemctl poweroff'
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_a_crashed_agents_resolv_conf_is_restored_before_the_restart(container: Path) -> None:
+    """The unit's ExecStopPost puts the host's resolv.conf back after a SIGKILL; Restart= brings the agent back."""
+    root = container / "merged"
+    repo = Path(meshctl.__file__).resolve().parents[2]
+    site = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+    bindir = root / "opt/mt/bin"
+    bindir.mkdir(parents=True)
+    # The container's own python3 with this checkout and the venv's (pure-Python) dependencies: the
+    # venv's interpreter may live under /root, which the unit's ProtectHome hides.
+    (bindir / "python").write_text(f'#!/bin/sh\nPYTHONPATH={repo / "toolkit"}:{site} exec /usr/bin/python3 "$@"\n')
+    (bindir / "meshctl").write_text(CRASHING_AGENT)
+    for exe in ("python", "meshctl"):
+        (bindir / exe).chmod(0o755)
+    original = "# the container's own\nnameserver 192.0.2.1\n"
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text(original)
+    enable_unit(root, "meshctl-agent.service", agent_unit_text(exec_path="/opt/mt/bin/meshctl"))
+    enable_unit(root, "svc-report.service", CRASH_REPORTER)
+    boot(container, f"--bind-ro={repo}", f"--bind-ro={Path(sys.prefix)}")
+
+    out = container / "out"
+    assert (out / "restarts").read_text().strip() == "NRestarts=1"
+    assert (out / "while-running").read_text().startswith(MANAGED_MARKER)
+    assert (out / "after-restart").read_text() == original

@@ -18,6 +18,9 @@ from meshctl.agent.resolvconf import (
     resolved_apply_commands,
     uses_resolved,
 )
+from meshctl.agent.resolvconf import (
+    main as resolvconf_main,
+)
 
 ORIGINAL = "# from DHCP\nnameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch lan example.org\noptions edns0\n"
 
@@ -190,3 +193,11 @@ def test_resolved_counts_only_when_the_host_resolver_goes_through_it(root: Path,
     else:
         conf.write_text(ORIGINAL)  # resolved may run, but libc never asks it
     assert uses_resolved(conf) is expected
+
+
+def test_the_stop_post_command_restores_what_a_crash_left(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host_dns(root).apply()  # then the agent is killed
+    assert resolvconf_main(["restore", "--root", str(root)]) == 0
+    assert (root / "etc/resolv.conf").read_text() == ORIGINAL
+    assert resolvconf_main(["restore", "--root", str(root)]) == 0  # after a clean stop: nothing to do
+    assert capsys.readouterr().out.splitlines() == ["restored the host's resolv.conf", "nothing to restore"]

@@ -69,3 +69,8 @@ def test_systemd_analyze_finds_no_unknown_directive(tmp_path: Path) -> None:
     unit.write_text(agent_unit_text(exec_path="/bin/true"))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
     assert "Unknown key" not in done.stderr and "Unknown lvalue" not in done.stderr, done.stderr
+
+
+def test_a_crashed_agents_resolv_conf_is_put_back_after_every_stop() -> None:
+    service = parsed(agent_unit_text("/opt/meshctl/bin/meshctl"))["Service"]
+    assert service["ExecStopPost"] == "-/opt/meshctl/bin/python -m meshctl.agent.resolvconf restore"

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -286,3 +287,26 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m meshctl.agent.resolvconf restore [--root DIR]`: put back a resolv.conf the agent left
+    managed. The unit runs it after every stop (ExecStopPost), so a crashed or crash-looping agent does
+    not leave the host pointing at a resolver that is gone; after a clean stop there is nothing to do."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m meshctl.agent.resolvconf")
+    parser.add_argument("action", choices=["restore"])
+    parser.add_argument("--root", type=Path, default=Path("/"))
+    args = parser.parse_args(argv)
+    try:
+        restored = HostDns("", root=args.root, resolved=False).restore()
+    except (HostDnsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("restored the host's resolv.conf" if restored else "nothing to restore")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,8 @@ After=network-online.target nss-lookup.target
 [Service]
 Type=simple
 ExecStart={exec_path} agent run --config {config}
+# After any stop, clean or not: put back a resolv.conf a crashed agent left pointing at MagicDNS.
+ExecStopPost=-{python} -m meshctl.agent.resolvconf restore
 Restart=on-failure
 RestartSec=2s
 # Runs as root, with every capability except these three dropped: wireguard-go needs root to
@@ -72,4 +74,5 @@ def agent_unit_text(exec_path: str = "/opt/meshctl/bin/meshctl", config: str = "
     for value, what in ((exec_path, "exec_path"), (config, "config")):
         if not value.startswith("/") or any(c.isspace() for c in value):
             raise ValueError(f"{what} must be an absolute path without spaces, got {value!r}")
-    return _TEMPLATE.format(exec_path=exec_path, config=config, caps=_CAPS)
+    python = exec_path.rsplit("/", 1)[0] + "/python"  # the venv's interpreter, beside its meshctl script
+    return _TEMPLATE.format(exec_path=exec_path, config=config, caps=_CAPS, python=python)
