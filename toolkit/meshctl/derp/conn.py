@@ -1,0 +1,517 @@
+"""One relay connection: an asyncio protocol driving a client from the HTTP request through the DERP handshake
+to relaying, with the bounded output path (see `server` for the registry it reports to).
+
+States: HTTP → CLIENT_INFO (ServerKey sent, waiting for ClientInfo) → VERIFYING (admission call in flight,
+reading paused) → ACTIVE → CLOSED. `_active_data` is the hot path: SendPackets for local, writable clients
+are split straight out of the received bytes and handed over as (header, source, packet) pieces; every
+other frame goes through `_handle_active`. Output is batched per input chunk (`DerpServer.flush`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..keys import NodePublicKey
+from .admission import AdmissionVerifier
+from .errors import DerpProtocolError, FrameTooLargeError, HttpUpgradeError
+from .frames import (
+    KEY_LEN,
+    MAX_CLIENT_INFO_LEN,
+    MAX_PACKET_SIZE,
+    Frame,
+    FrameReader,
+    FrameType,
+    Health,
+    KeepAlive,
+    PeerGone,
+    PeerGoneReason,
+    PeerPresent,
+    PeerPresentFlags,
+    Pong,
+    encode_frame,
+    frame_header,
+    is_disco,
+)
+from .handshake import ClientInfo, mesh_key_matches
+from .http import HttpRequest, generate_204_response, parse_request_head, plain_response, upgrade_response
+from .limits import SendQueue, TokenBucket
+
+if TYPE_CHECKING:
+    from .server import DerpServer
+
+__all__ = ["STATE_ACTIVE", "Conn"]
+
+log = logging.getLogger("meshctl.derp")
+
+_HIGH_WATER = 256 << 10
+_LOW_WATER = 64 << 10
+_RECV_HEADER = FrameType.RECV_PACKET
+_SEND = int(FrameType.SEND_PACKET)
+_KEY_LEN = KEY_LEN
+_MAX_SEND = KEY_LEN + MAX_PACKET_SIZE
+_HEADER_UNPACK = struct.Struct(">BI").unpack_from
+_STATE_HTTP, _STATE_CLIENT_INFO, _STATE_VERIFYING, _STATE_ACTIVE, _STATE_CLOSED = range(5)
+STATE_ACTIVE = _STATE_ACTIVE
+
+
+class Conn(asyncio.Protocol):
+    """One client connection: HTTP → ServerKey/ClientInfo/ServerInfo → relaying."""
+
+    def __init__(self, server: DerpServer) -> None:
+        self.server = server
+        self.stats = server.stats
+        self.state = _STATE_HTTP
+        self.transport: asyncio.Transport | None = None
+        self.key: bytes | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.is_mesh = False
+        self.preferred = False
+        self.info: ClientInfo | None = None
+        self.sent_to: set[bytes] = set()
+        self._buf = bytearray()
+        self._reader = FrameReader(limit=MAX_CLIENT_INFO_LEN)
+        self._queue = SendQueue(depth=server.queue_depth)
+        self._out: list[bytes] = []
+        self._dirty = False
+        self._paused = False
+        self._deferred: list[Any] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._gone_limit = TokenBucket(rate=1.0, burst=3.0)
+        self._verify_task: asyncio.Task[None] | None = None
+        self._pending = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        srv = self.server
+        srv.stats.accepts += 1
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        srv.conns.add(self)
+        if srv.pending >= srv.max_pending:
+            self.stats.refused["pending_cap"] += 1
+            self.close("too many connections in the handshake")
+            return
+        transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
+        srv.pending += 1
+        self._pending = True
+        self._timer("handshake", srv.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.state == _STATE_HTTP:
+                self._http_data(data)
+            elif self.state != _STATE_CLOSED:
+                self._frame_data(data)
+        except (DerpProtocolError, HttpUpgradeError) as e:
+            self.stats.refused[type(e).__name__] += 1
+            log.info("closing DERP connection from %s: %s", self._who(), e)
+            if isinstance(e, HttpUpgradeError) and self.state == _STATE_HTTP and self.transport is not None:
+                self.transport.write(plain_response(e.status or 400, f"{e}\n".encode()))
+            self.close(str(e))
+        finally:
+            if self.server.dirty:
+                self.server.flush()
+
+    def eof_received(self) -> bool | None:
+        self.close("client closed")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        timeout = self.server.mesh_write_timeout if self.is_mesh else self.server.write_timeout
+        self._timer("write", timeout, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._cancel_timer("write")
+        if len(self._queue):
+            self._out.extend(self._queue.drain())
+            self._mark_dirty()
+            self.server.flush()
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def _http_data(self, data: bytes) -> None:
+        self._buf += data
+        parsed = parse_request_head(self._buf)
+        if parsed is None:
+            return
+        req, used = parsed
+        rest = bytes(self._buf[used:])
+        self._buf = bytearray()
+        self._route(req, rest)
+
+    def _route(self, req: HttpRequest, rest: bytes) -> None:
+        assert self.transport is not None
+        head_only = req.method == "HEAD"
+        if req.path == "/derp":
+            if not req.wants_derp_upgrade:
+                self._respond(426, b"DERP requires connection upgrade", head_only)
+                return
+            if req.header("upgrade").lower() == "websocket":
+                self._respond(400, b"meshctl DERP does not serve DERP over WebSocket; use Upgrade: DERP", head_only)
+                return
+            self.state = _STATE_CLIENT_INFO
+            fast = req.header("derp-fast-start") == "1"
+            self.transport.write((b"" if fast else upgrade_response(self.server.pub_hex))
+                                 + self.server.server_key_frame)
+            if rest:
+                self._frame_data(rest)
+            return
+        if req.path in ("/derp/probe", "/derp/latency-check"):
+            self._respond(200, b"", head_only, extra=[("Access-Control-Allow-Origin", "*")])
+        elif req.path == "/generate_204":
+            self.transport.write(generate_204_response(req.header("x-tailscale-challenge")))
+            self._close_after_write()
+        elif req.path == "/metrics":
+            self._respond(200, self.server.render_metrics(), head_only,
+                          content_type="text/plain; version=0.0.4; charset=utf-8")
+        elif req.path == "/robots.txt":
+            self._respond(200, b"User-agent: *\nDisallow: /\n", head_only)
+        elif req.path == "/":
+            self._respond(200, b"meshctl DERP relay\n", head_only)
+        else:
+            self._respond(404, b"not found\n", head_only)
+
+    def _respond(self, status: int, body: bytes, head_only: bool, *, content_type: str = "text/plain; charset=utf-8",
+                 extra: list[tuple[str, str]] | None = None) -> None:
+        assert self.transport is not None
+        self.transport.write(plain_response(status, body, content_type=content_type, extra=extra, head_only=head_only))
+        self._close_after_write()
+
+    def _close_after_write(self) -> None:
+        self.state = _STATE_CLOSED
+        self._cancel_timer("handshake")
+        assert self.transport is not None
+        self.transport.close()  # flushes the response first
+
+    # -- frames -------------------------------------------------------------------------------------
+
+    def _frame_data(self, data: bytes) -> None:
+        if self.state == _STATE_ACTIVE:
+            self._active_data(data)
+            return
+        self._reader.feed(data)
+        frames = self._reader.frames()
+        for i, frame in enumerate(frames):
+            if self.state == _STATE_CLIENT_INFO:
+                if frame.type != FrameType.CLIENT_INFO:
+                    raise DerpProtocolError(f"first DERP frame is type 0x{frame.type:02x}, want ClientInfo (0x02)")
+                self._client_info(frame.payload)
+            elif self.state == _STATE_VERIFYING:
+                self._deferred.extend(frames[i:])
+                return
+            elif self.state == _STATE_ACTIVE:
+                self._handle_active(frames[i:])
+                return
+            else:
+                return
+
+    def _client_info(self, payload: bytes) -> None:
+        key, info = self.server.open_client_info(payload)
+        self.key, self.info = key.raw, info
+        if info.mesh_key is not None and mesh_key_matches(info.mesh_key, self.server.mesh_keys):
+            self.is_mesh = True
+            self._admit()
+            return
+        if info.mesh_key is not None and not self.server.mesh_keys:
+            pass  # derper ignores a mesh key it does not have; the client is treated as a regular one
+        elif info.mesh_key is not None:
+            self.stats.refused["bad_mesh_key"] += 1
+            self._refuse("mesh key does not match")
+            return
+        verifier = self.server.verifier
+        if verifier is None:
+            self._admit()
+            return
+        self.state = _STATE_VERIFYING
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._verify_task = asyncio.get_running_loop().create_task(self._verify(verifier, key))
+
+    async def _verify(self, verifier: AdmissionVerifier, key: NodePublicKey) -> None:
+        decision = await verifier.check(key, self.peer[0])
+        if self.state != _STATE_VERIFYING:
+            return
+        if not decision.allow:
+            self.stats.refused["not_admitted"] += 1
+            log.info("refusing DERP client %s from %s: %s", key.short(), self.peer[0], decision.reason)
+            self._refuse("node key not admitted")
+            return
+        self._admit()
+        assert self.transport is not None
+        self.transport.resume_reading()
+        deferred, self._deferred = self._deferred, []
+        try:
+            if deferred:
+                self._handle_active(deferred)
+        except DerpProtocolError as e:
+            self.stats.refused[type(e).__name__] += 1
+            self.close(str(e))
+        finally:
+            self.server.flush()
+
+    def _refuse(self, why: str) -> None:
+        self.write_control(encode_frame(Health(f"DERP server refused this client: {why}")))
+        self.close(why)
+
+    def _leave_pending(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.server.pending -= 1
+
+    def _admit(self) -> None:
+        assert self.transport is not None and self.key is not None
+        self._leave_pending()
+        self._cancel_timer("handshake")
+        self.transport.write(self.server.server_info_frame(NodePublicKey(self.key)))
+        self.state = _STATE_ACTIVE
+        self._reader.limit = MAX_PACKET_SIZE + 2 * KEY_LEN
+        self.server.register(self)
+        self._schedule_keepalive()
+
+    def _active_data(self, data: bytes) -> None:
+        """The relay's hot path: split frames straight out of the received bytes and hand SendPackets for
+        local, writable clients over as (header, source, packet) pieces, without building Frame objects.
+        Every other frame (and SendPackets needing checks or queueing) takes `_handle_active`."""
+        reader = self._reader
+        data = reader.take(data)
+        limit = reader.limit
+        srv = self.server
+        clients = srv.clients
+        dirty = srv.dirty
+        sent_to = self.sent_to
+        src = self.key
+        assert src is not None
+        unpack = _HEADER_UNPACK
+        pos, end = 0, len(data)
+        forwarded = nbytes = 0
+        try:
+            while end - pos >= 5:
+                ftype, length = unpack(data, pos)
+                if length > limit:
+                    raise reader.fail(FrameTooLargeError(ftype, length, limit))
+                stop = pos + 5 + length
+                if stop > end:
+                    break
+                if ftype == _SEND and _KEY_LEN <= length <= _MAX_SEND:
+                    dst = data[pos + 5:pos + 37]
+                    target = clients.get(dst)
+                    if target is not None and not target._paused and target is not self:
+                        if dst not in sent_to:
+                            sent_to.add(dst)
+                        out = target._out
+                        out.append(b"\x05" + data[pos + 1:pos + 5])  # RecvPacket: same length as the SendPacket
+                        out.append(src)
+                        out.append(data[pos + 37:stop])
+                        if not target._dirty:
+                            target._dirty = True
+                            dirty.append(target)
+                        forwarded += 1
+                        nbytes += length - _KEY_LEN
+                        pos = stop
+                        continue
+                self._handle_active([Frame(ftype, data[pos + 5:stop])])
+                if self.state != _STATE_ACTIVE:
+                    return
+                pos = stop
+        finally:
+            stats = self.stats
+            stats.packets_forwarded += forwarded
+            stats.bytes_forwarded += nbytes
+        if pos < end:
+            reader.feed(data[pos:])
+
+    def _handle_active(self, frames: list[Any]) -> None:
+        srv = self.server
+        clients = srv.clients
+        stats = self.stats
+        src = self.key
+        assert src is not None
+        for frame in frames:
+            ftype = frame.type
+            payload = frame.payload
+            if ftype == FrameType.SEND_PACKET:
+                if len(payload) < KEY_LEN:
+                    raise DerpProtocolError(f"SendPacket of {len(payload)} bytes, want at least {KEY_LEN}")
+                if len(payload) - KEY_LEN > MAX_PACKET_SIZE:
+                    raise DerpProtocolError(f"SendPacket carries {len(payload) - KEY_LEN} bytes, "
+                                            f"limit {MAX_PACKET_SIZE}")
+                dst = payload[:KEY_LEN]
+                if dst == src:
+                    raise DerpProtocolError("SendPacket addressed to the sender's own key")
+                if dst not in self.sent_to:
+                    self.sent_to.add(dst)
+                target = clients.get(dst)
+                if target is not None:
+                    target.deliver(src, payload, KEY_LEN)
+                    continue
+                fwd = srv.forwarders.get(dst)
+                if fwd is not None and not self.is_mesh:
+                    if fwd.forward_nowait(src, dst, payload[KEY_LEN:]):
+                        stats.packets_mesh_forwarded += 1
+                    else:
+                        stats.drops["write_error"] += 1
+                    continue
+                stats.drops["unknown_dest"] += 1
+                if self._gone_limit.allow(srv.clock()):
+                    self.write_control(encode_frame(PeerGone(NodePublicKey(dst), PeerGoneReason.NOT_HERE)))
+            elif ftype == FrameType.FORWARD_PACKET:
+                if not self.is_mesh:
+                    raise DerpProtocolError("ForwardPacket from a client that is not a mesh peer")
+                if len(payload) < 2 * KEY_LEN:
+                    raise DerpProtocolError(f"ForwardPacket of {len(payload)} bytes, want at least {2 * KEY_LEN}")
+                fsrc, dst = payload[:KEY_LEN], payload[KEY_LEN:2 * KEY_LEN]
+                target = clients.get(dst)
+                if target is not None:
+                    target.deliver(fsrc, payload, 2 * KEY_LEN)
+                else:
+                    stats.drops["unknown_dest_on_fwd"] += 1  # one hop only: never forward again
+            elif ftype == FrameType.PING:
+                if len(payload) < 8:
+                    raise DerpProtocolError(f"Ping of {len(payload)} bytes, want 8")
+                stats.pings += 1
+                if not self._paused:  # a client that does not read gets no more pongs
+                    self.write_control(encode_frame(Pong(payload[:8])))
+            elif ftype == FrameType.NOTE_PREFERRED:
+                stats.note_preferred += 1
+                pref = bool(payload[:1] == b"\x01")
+                if pref != self.preferred:
+                    stats.clients_preferred += 1 if pref else -1
+                    self.preferred = pref
+            elif ftype == FrameType.WATCH_CONNS:
+                if not self.is_mesh:
+                    raise DerpProtocolError("WatchConns from a client that is not a mesh peer")
+                srv.add_watcher(self)
+            elif ftype == FrameType.CLOSE_PEER:
+                if not self.is_mesh:
+                    raise DerpProtocolError("ClosePeer from a client that is not a mesh peer")
+                victim = clients.get(payload[:KEY_LEN])
+                if victim is not None and not victim.is_mesh:
+                    victim.close("closed by a mesh peer")
+            elif ftype == FrameType.CLIENT_INFO:
+                raise DerpProtocolError("second ClientInfo on an established connection")
+            # Pong, KeepAlive and unknown types are skipped, like derper does
+
+    # -- output -------------------------------------------------------------------------------------
+
+    def deliver(self, src: bytes, payload: bytes, offset: int) -> None:
+        """Queue a RecvPacket(src, payload[offset:]) for this client."""
+        n = len(payload) - offset
+        frame = b"".join((frame_header(_RECV_HEADER, KEY_LEN + n), src, payload[offset:]))
+        stats = self.stats
+        if self._paused:
+            if self._queue.push(frame, disco=is_disco(payload[offset:offset + 6])):
+                stats.drops["queue_head"] += 1
+        else:
+            self._out.append(frame)
+            if not self._dirty:
+                self._dirty = True
+                self.server.mark_dirty(self)
+        stats.packets_forwarded += 1
+        stats.bytes_forwarded += n
+
+    def _mark_dirty(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self.server.mark_dirty(self)
+
+    def flush(self) -> None:
+        self._dirty = False
+        if not self._out or self.transport is None or self.state == _STATE_CLOSED:
+            self._out.clear()
+            return
+        out, self._out = self._out, []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def write_control(self, frame: bytes) -> None:
+        """Small server frames (PeerGone, Pong, Health, KeepAlive, PeerPresent) go out right away."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+    def peer_present_frame(self) -> bytes:
+        assert self.key is not None
+        flags = PeerPresentFlags.MESH_PEER if self.is_mesh else PeerPresentFlags.REGULAR
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(self.peer[0])
+        except ValueError:
+            ip = None
+        return encode_frame(PeerPresent(NodePublicKey(self.key), ip, self.peer[1], flags))
+
+    # -- timers and closing -------------------------------------------------------------------------
+
+    def _timer(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        self._cancel_timer(name)
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, fn)
+
+    def _cancel_timer(self, name: str) -> None:
+        t = self._timers.pop(name, None)
+        if t is not None:
+            t.cancel()
+
+    def _schedule_keepalive(self) -> None:
+        delay = self.server.keepalive_interval + self.server.rng.uniform(0, self.server.keepalive_jitter)
+        self._timer("keepalive", delay, self._keepalive)
+
+    def _keepalive(self) -> None:
+        if self.state == _STATE_ACTIVE:
+            self.write_control(encode_frame(KeepAlive()))
+            self._schedule_keepalive()
+
+    def _handshake_timeout(self) -> None:
+        if self.state < _STATE_ACTIVE:
+            self.stats.refused["handshake_timeout"] += 1
+            self.close(f"no DERP handshake within {self.server.handshake_timeout:g}s")
+
+    def _write_timed_out(self) -> None:
+        self.stats.drops["write_error"] += len(self._queue)
+        self.stats.refused["write_timeout"] += 1
+        log.info("closing DERP client %s: not reading (write blocked %gs)", self._who(),
+                 self.server.mesh_write_timeout if self.is_mesh else self.server.write_timeout)
+        self.close("write timeout", abort=True)
+
+    def _who(self) -> str:
+        key = NodePublicKey(self.key).short() if self.key else "(no key yet)"
+        return f"{key} {self.peer[0]}:{self.peer[1]}"
+
+    def close(self, why: str, *, unregister: bool = True, abort: bool = False) -> None:
+        if self.state == _STATE_CLOSED and self.transport is not None and self.transport.is_closing():
+            return
+        was_active = self.state == _STATE_ACTIVE
+        self.state = _STATE_CLOSED
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        if was_active and not unregister:
+            self.key = None  # the newer connection owns the key now
+        self._finish()
+
+    def _finish(self) -> None:
+        self.state = _STATE_CLOSED
+        self._leave_pending()
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        if self._verify_task is not None and not self._verify_task.done():
+            self._verify_task.cancel()
+        if self in self.server.conns:
+            self.server.conns.discard(self)
+            self.server.unregister(self)
+        dropped = len(self._queue)
+        if dropped:
+            self.stats.drops["gone_disconnected"] += dropped
+            self._queue.drain()
+        self._out.clear()
