@@ -304,3 +304,17 @@ def test_disco_has_its_own_queue_so_a_data_flood_cannot_push_it_out() -> None:
             assert disco_seen
             slow.close()
     run(body, timeout=60)
+
+
+def test_spraying_random_destinations_holds_no_per_key_state() -> None:
+    async def body() -> None:
+        async with relay() as (server, url), client(url) as sprayer, client(url) as b:
+            for _ in range(2000):
+                sprayer.send_nowait(NodePrivateKey.generate().public_key(), b"x")
+            await sprayer.send(pub(b), b"real")
+            assert (await recv_packet(b)).data == b"real"
+            conn = server.clients[pub(sprayer).raw]
+            assert conn.sent_to == {pub(b).raw}
+            assert server.stats.drops["unknown_dest"] == 2000
+            await assert_pair_works(url)
+    run(body)

@@ -352,10 +352,10 @@ class Conn(asyncio.Protocol):
                 dst = payload[:KEY_LEN]
                 if dst == src:
                     raise DerpProtocolError("SendPacket addressed to the sender's own key")
-                if dst not in self.sent_to:
-                    self.sent_to.add(dst)
                 target = clients.get(dst)
                 if target is not None:
+                    if dst not in self.sent_to:  # only keys that exist, so a spray of random keys costs nothing
+                        self.sent_to.add(dst)
                     target.deliver(src, payload, KEY_LEN)
                     continue
                 fwd = srv.forwarders.get(dst)
