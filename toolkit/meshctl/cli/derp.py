@@ -112,8 +112,10 @@ def stun(
     """Ask a STUN server for this host's reflexive address."""
     from ..stun.client import probe_blocking
 
-    host, port = parse_hostport(server, "STUN server") if ":" in server.strip("[]") or "]:" in server \
-        else (server, 3478)
+    if server.startswith("[") or server.count(":") == 1:  # host:port or [v6]:port
+        host, port = parse_hostport(server, "STUN server")
+    else:  # a bare name, IPv4 or IPv6 address
+        host, port = server, 3478
     ip, mapped_port = probe_blocking(host, port, timeout=timeout)
     if json_out:
         emit_json({"server": f"{host}:{port}", "ip": ip, "port": mapped_port})
