@@ -52,6 +52,20 @@ def test_serve_from_config_file(tmp_path: Path) -> None:
         run(lambda: assert_pair_works(f"http://127.0.0.1:{derp_port}/derp"))
         ip, port = probe_blocking("127.0.0.1", stun_port)
         assert ip == "127.0.0.1" and port > 0
+        pinged = subprocess.run([*MESHCTL, "derp", "ping", f"http://127.0.0.1:{derp_port}/derp", "-c", "2",
+                                 "--server-key", key.public_key().to_text(), "--json"],
+                                capture_output=True, text=True, timeout=30)
+        assert pinged.returncode == 0, pinged.stderr
+        out = json.loads(pinged.stdout)
+        assert out["serverKey"] == key.public_key().to_text() and len(out["rttMs"]) == 2
+        stunned = subprocess.run([*MESHCTL, "derp", "stun", f"127.0.0.1:{stun_port}", "--json"],
+                                 capture_output=True, text=True, timeout=30)
+        assert stunned.returncode == 0, stunned.stderr
+        assert json.loads(stunned.stdout)["ip"] == "127.0.0.1"
+        wrong = subprocess.run([*MESHCTL, "derp", "ping", f"http://127.0.0.1:{derp_port}/derp",
+                                "--server-key", DerpPrivateKey.generate().public_key().to_text()],
+                               capture_output=True, text=True, timeout=30)
+        assert wrong.returncode == 1 and wrong.stderr.startswith("error: DERP server key is nodekey:")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
