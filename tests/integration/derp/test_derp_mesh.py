@@ -130,3 +130,27 @@ def test_overlap_window_accepts_old_and_new_mesh_keys() -> None:
         finally:
             await server.close()
     run(body)
+
+
+def test_watch_conns_lists_present_clients_then_streams_changes() -> None:
+    from meshctl.derp.client import DerpClient
+    from meshctl.derp.frames import PeerGone, PeerGoneReason, PeerPresent, PeerPresentFlags
+
+    async def body() -> None:
+        server, url = await _start(DerpPrivateKey.generate())
+        try:
+            async with client(url) as early:
+                watcher = DerpClient(url, DerpPrivateKey.generate(), mesh_key=MESH_KEY, watch_conns=True)
+                await watcher.connect()
+                first = await asyncio.wait_for(watcher.recv(), 3)
+                assert isinstance(first, PeerPresent) and first.key == pub(early)
+                assert first.flags == PeerPresentFlags.REGULAR and str(first.ip) == "127.0.0.1" and first.port > 0
+                async with client(url) as late:
+                    ev = await asyncio.wait_for(watcher.recv(), 3)
+                    assert isinstance(ev, PeerPresent) and ev.key == pub(late)
+                    late_key = pub(late)
+                assert await asyncio.wait_for(watcher.recv(), 3) == PeerGone(late_key, PeerGoneReason.DISCONNECTED)
+                await watcher.close()
+        finally:
+            await server.close()
+    run(body)

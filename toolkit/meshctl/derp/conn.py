@@ -444,6 +444,8 @@ class Conn(asyncio.Protocol):
     def peer_present_frame(self) -> bytes:
         assert self.key is not None
         flags = PeerPresentFlags.MESH_PEER if self.is_mesh else PeerPresentFlags.REGULAR
+        if self.info is not None and self.info.is_prober:
+            flags |= PeerPresentFlags.PROBER
         try:
             ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(self.peer[0])
         except ValueError:
