@@ -22,13 +22,12 @@ import pytest
 from meshctl.deploy import build_wheelhouse
 from meshctl.deploy.observe import mesh_ipv4, ping_matrix, wait_for_mesh
 from meshctl.deploy.workspaces import lab_workspace
-from meshctl.lab import LabState
+from meshctl.lab import INVENTORY_PATH, LabState
 
 pytestmark = [pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[2]
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
-LAB_INVENTORY = REPO / "inventories" / "lab.py"
+LAB_INVENTORY = Path(INVENTORY_PATH)
 UNITS = {"control": "meshctl-control", "derp": "meshctl-derp", "node": "meshctl-agent"}
 
 
@@ -37,6 +36,11 @@ def deploy(inventory: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
                           text=True, timeout=900, env=os.environ | {"CI": "true"}, check=False)
     assert proc.stdout.strip(), f"deploy printed no JSON (exit {proc.returncode}): {proc.stderr[-3000:]}"
     return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def why(result: dict[str, Any], stderr: str) -> str:
+    errors = {h: r["error"] for h, r in result["hosts"].items() if r["error"]}
+    return f"failed hosts: {errors}; stderr tail: {stderr[-1500:]}"
 
 
 def started_at(lab: LabState) -> dict[str, int]:
@@ -106,7 +110,7 @@ def cold(lab: LabState, inventories: dict[str, Path], pinned_wheelhouse: Path) -
 
 def test_cold_deploy_builds_a_mesh(lab: LabState, cold: dict[str, Any]) -> None:
     result = cold["result"]
-    assert cold["rc"] == 0, f"failed hosts: {result['failed']}: {cold['stderr'][-2000:]}"
+    assert cold["rc"] == 0, why(result, cold["stderr"])
     assert result["failed"] == []
     assert set(result["hosts"]) == {"control", "derp1", "node1", "node2"}
     assert result["changed"] > 0
@@ -126,8 +130,8 @@ def test_cold_deploy_builds_a_mesh(lab: LabState, cold: dict[str, Any]) -> None:
 def test_rerun_changes_nothing_and_restarts_nothing(lab: LabState, cold: dict[str, Any],
                                                      inventories: dict[str, Path]) -> None:
     before = started_at(lab)
-    rc, result, _ = deploy(inventories["without_node3"])
-    assert rc == 0
+    rc, result, stderr = deploy(inventories["without_node3"])
+    assert rc == 0, why(result, stderr)
     assert result["changed"] == 0, changed_ops(result)
     assert started_at(lab) == before
 
@@ -138,22 +142,23 @@ def test_region_name_change_restarts_only_control(lab: LabState, cold: dict[str,
     assert 'name = "Home"' in cold["original"]
     mesh_toml.write_text(cold["original"].replace('name = "Home"', 'name = "Home lab (renamed)"'))
     before = started_at(lab)
-    rc, result, _ = deploy(inventories["without_node3"])
-    assert rc == 0
+    rc, result, stderr = deploy(inventories["without_node3"])
+    assert rc == 0, why(result, stderr)
     assert changed_ops(result) == {"control": ["config control.toml", "restart meshctl-control.service"]}
     after = started_at(lab)
     assert after["control"] != before["control"]
     assert {h: t for h, t in after.items() if h != "control"} == {h: t for h, t in before.items() if h != "control"}
     assert "Home lab (renamed)" in lab.run("control", "cat /etc/meshctl/control.toml").stdout
     mesh_toml.write_text(cold["original"])
-    rc, result, _ = deploy(inventories["without_node3"], "--limit", "control")
-    assert rc == 0 and set(result["hosts"]) == {"control"}
+    rc, result, stderr = deploy(inventories["without_node3"], "--limit", "control")
+    assert rc == 0, why(result, stderr)
+    assert set(result["hosts"]) == {"control"}
 
 
 def test_added_node_joins_with_limit(lab: LabState, cold: dict[str, Any], inventories: dict[str, Path]) -> None:
     before = started_at(lab)
     rc, result, stderr = deploy(inventories["lab"], "--limit", "node3")
-    assert rc == 0, stderr[-2000:]
+    assert rc == 0, why(result, stderr)
     assert set(result["hosts"]) == {"node3"}
     assert "one-off auth key" in [o["name"] for o in result["hosts"]["node3"]["ops"]]
     addresses = full_mesh(lab, ["node1", "node2", "node3"])
