@@ -201,3 +201,13 @@ def test_the_stop_post_command_restores_what_a_crash_left(root: Path, capsys: py
     assert (root / "etc/resolv.conf").read_text() == ORIGINAL
     assert resolvconf_main(["restore", "--root", str(root)]) == 0  # after a clean stop: nothing to do
     assert capsys.readouterr().out.splitlines() == ["restored the host's resolv.conf", "nothing to restore"]
+
+
+def test_the_stop_post_command_finds_the_backup_in_the_configured_state_dir(root: Path, tmp_path: Path) -> None:
+    state = tmp_path / "agent-state"
+    HostDns("corp.mesh", root=root, resolved=False, backup_path=state / "resolv.conf.backup.json").apply()
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{state}"\ncontrol_url = "http://control:8080"\n')
+    assert resolvconf_main(["restore", "--config", str(config), "--root", str(root)]) == 0
+    assert (root / "etc/resolv.conf").read_text() == ORIGINAL
+    assert not (state / "resolv.conf.backup.json").exists()

@@ -73,4 +73,5 @@ def test_systemd_analyze_finds_no_unknown_directive(tmp_path: Path) -> None:
 
 def test_a_crashed_agents_resolv_conf_is_put_back_after_every_stop() -> None:
     service = parsed(agent_unit_text("/opt/meshctl/bin/meshctl"))["Service"]
-    assert service["ExecStopPost"] == "-/opt/meshctl/bin/python -m meshctl.agent.resolvconf restore"
+    assert service["ExecStopPost"] == (
+        "-/opt/meshctl/bin/python -m meshctl.agent.resolvconf restore --config /etc/meshctl/agent.toml")

@@ -24,12 +24,14 @@ used before the agent took over.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -290,18 +292,23 @@ def _read(path: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m meshctl.agent.resolvconf restore [--root DIR]`: put back a resolv.conf the agent left
+    """`python -m meshctl.agent.resolvconf restore [--config FILE] [--root DIR]`: put back a resolv.conf the agent left
     managed. The unit runs it after every stop (ExecStopPost), so a crashed or crash-looping agent does
     not leave the host pointing at a resolver that is gone; after a clean stop there is nothing to do."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m meshctl.agent.resolvconf")
     parser.add_argument("action", choices=["restore"])
+    parser.add_argument("--config", type=Path, help="the agent's TOML config (for its state_dir)")
     parser.add_argument("--root", type=Path, default=Path("/"))
     args = parser.parse_args(argv)
     try:
-        restored = HostDns("", root=args.root, resolved=False).restore()
-    except (HostDnsError, OSError) as err:
+        backup = None
+        if args.config is not None and args.config.exists():
+            # Only state_dir is wanted: a config the agent itself would refuse must not stop this clean-up.
+            state_dir = tomllib.loads(args.config.read_text()).get("state_dir")
+            if isinstance(state_dir, str):
+                backup = Path(state_dir) / BACKUP.name
+        restored = HostDns("", root=args.root, resolved=False, backup_path=backup).restore()
+    except (HostDnsError, OSError, tomllib.TOMLDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("restored the host's resolv.conf" if restored else "nothing to restore")

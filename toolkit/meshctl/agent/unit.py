@@ -23,7 +23,7 @@ After=network-online.target nss-lookup.target
 Type=simple
 ExecStart={exec_path} agent run --config {config}
 # After any stop, clean or not: put back a resolv.conf a crashed agent left pointing at MagicDNS.
-ExecStopPost=-{python} -m meshctl.agent.resolvconf restore
+ExecStopPost=-{python} -m meshctl.agent.resolvconf restore --config {config}
 Restart=on-failure
 RestartSec=2s
 # Runs as root, with every capability except these three dropped: wireguard-go needs root to
