@@ -133,9 +133,9 @@ def test_natted_node_reaches_control_but_control_cannot_reach_it(lab: LabState, 
         time.sleep(0.5)
         sh(lab, node, "nc -z -w 2 127.0.0.1 7001")  # the node's listener is up: a failure below is the NAT's doing
         assert lab.run(node, f"nc -z -w 3 {control.address} 7001").returncode == 0, "NATed node cannot reach control"
-        for target in (behind.public_address, behind.address):
-            proc = lab.run("control", f"nc -z -w 2 {target} 7001")
-            assert proc.returncode != 0, f"control opened a connection to {node} at {target}"
+        for target, port in ((behind.public_address, 7001), (behind.address, 7001), (behind.public_address, 22)):
+            proc = lab.run("control", f"nc -z -w 2 {target} {port}")
+            assert proc.returncode != 0, f"control opened a connection to {node} at {target}:{port}"
     finally:
         stop_background(lab, "control", "listen")
         stop_background(lab, node, "listen")

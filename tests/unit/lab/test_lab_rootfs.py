@@ -38,13 +38,13 @@ def test_complete_cached_tree_is_reused_without_building(tmp_path: Path) -> None
 
 def test_hard_nat_randomises_ports_easy_nat_does_not_and_only_ssh_is_mapped_in() -> None:
     plan = plan_lab("t", "10.240.0", nodes=2, nat={"node1": Nat.EASY, "node2": Nat.HARD})
-    easy, hard = router_rules(plan.host("node1")), router_rules(plan.host("node2"))
+    easy, hard = router_rules(plan.host("node1"), plan.root_address), router_rules(plan.host("node2"), "10.240.0.254")
     assert "-A POSTROUTING -o wan -j MASQUERADE\n" in easy
     assert "-A POSTROUTING -o wan -j MASQUERADE --random-fully\n" in hard
     assert ":FORWARD DROP" in hard
-    assert "--dport 22 -j DNAT --to-destination 192.168.2.2:22" in hard
+    assert "-s 10.240.0.254 -p tcp --dport 22 -j DNAT --to-destination 192.168.2.2:22" in hard
     assert [line for line in hard.splitlines() if "-i wan -o lan" in line] == [
-        "-A FORWARD -i wan -o lan -p tcp -d 192.168.2.2 --dport 22 -m conntrack --ctstate DNAT -j ACCEPT"
+        "-A FORWARD -i wan -o lan -s 10.240.0.254 -p tcp -d 192.168.2.2 --dport 22 -m conntrack --ctstate DNAT -j ACCEPT"
     ]
 
 

@@ -122,11 +122,14 @@ def _natted_host(plan: LabPlan, host: HostPlan) -> None:
     _ip(host.netns, "link", "set", "eth0", "up")
     _ip(host.netns, "route", "add", "default", "via", host.lan_gateway)
     run(in_netns(router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
-    run(in_netns(router, ["iptables-restore"]), input_text=router_rules(host))
+    run(in_netns(router, ["iptables-restore"]), input_text=router_rules(host, plan.root_address))
 
 
-def router_rules(host: HostPlan) -> str:
-    """iptables-restore input for a NAT router: masquerade out, only replies (and the SSH mapping) in."""
+def router_rules(host: HostPlan, operator: str) -> str:
+    """iptables-restore input for a NAT router: masquerade out; in, only replies and SSH from `operator`.
+
+    The SSH mapping (tcp/22 on the router's public address to the node) exists for this machine only, so
+    that no lab host can open a connection to a NATed node."""
     random = " --random-fully" if host.nat is Nat.HARD else ""
     return f"""\
 *nat
@@ -134,7 +137,7 @@ def router_rules(host: HostPlan) -> str:
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
--A PREROUTING -i wan -p tcp --dport 22 -j DNAT --to-destination {host.address}:22
+-A PREROUTING -i wan -s {operator} -p tcp --dport 22 -j DNAT --to-destination {host.address}:22
 -A POSTROUTING -o wan -j MASQUERADE{random}
 COMMIT
 *filter
@@ -143,7 +146,7 @@ COMMIT
 :OUTPUT ACCEPT [0:0]
 -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A FORWARD -i lan -o wan -j ACCEPT
--A FORWARD -i wan -o lan -p tcp -d {host.address} --dport 22 -m conntrack --ctstate DNAT -j ACCEPT
+-A FORWARD -i wan -o lan -s {operator} -p tcp -d {host.address} --dport 22 -m conntrack --ctstate DNAT -j ACCEPT
 COMMIT
 """
 
