@@ -73,7 +73,9 @@ def _os_error(err: BaseException) -> OSError | None:
     return None
 
 
-def _request(socket_path: Path | str, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
+def _request(
+    socket_path: Path | str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+) -> dict[str, Any]:
     sock = Path(socket_path)
     try:
         os.stat(sock)
@@ -107,29 +109,26 @@ def _request(socket_path: Path | str, method: str, path: str, body: dict[str, An
         kind = str(data.get("kind") or "")
         cls = PeerNotFoundError if kind == "PeerNotFoundError" else AgentRequestError
         raise cls(response.status_code, message, hint, kind)
+    if not isinstance(data, dict):
+        raise LocalClientError(f"the agent answered {path} with a JSON {type(data).__name__}, want an object")
     return data
 
 
 def status(socket_path: Path | str = DEFAULT_SOCKET_PATH) -> dict[str, Any]:
     """Self and peers as the agent sees them now."""
-    result: dict[str, Any] = _request(socket_path, "GET", "/v1/status", None, 10.0)
-    return result
+    return _request(socket_path, "GET", "/v1/status", None, 10.0)
 
 
 def ping(socket_path: Path | str, peer: str, count: int = 3) -> dict[str, Any]:
     """Disco and ICMP round trips to `peer` (name, FQDN or mesh IP)."""
-    result: dict[str, Any] = _request(socket_path, "POST", "/v1/ping", {"peer": peer, "count": count},
-                                      15.0 + 6.0 * count)
-    return result
+    return _request(socket_path, "POST", "/v1/ping", {"peer": peer, "count": count}, 15.0 + 6.0 * count)
 
 
 def netcheck(socket_path: Path | str = DEFAULT_SOCKET_PATH) -> dict[str, Any]:
     """STUN to each DERP region: reflexive address, latency, whether the NAT is hard."""
-    result: dict[str, Any] = _request(socket_path, "POST", "/v1/netcheck", None, 30.0)
-    return result
+    return _request(socket_path, "POST", "/v1/netcheck", None, 30.0)
 
 
 def rotate_node_key(socket_path: Path | str = DEFAULT_SOCKET_PATH) -> dict[str, Any]:
     """Ask the agent to rotate its node key now."""
-    result: dict[str, Any] = _request(socket_path, "POST", "/v1/rotate-node-key", None, 60.0)
-    return result
+    return _request(socket_path, "POST", "/v1/rotate-node-key", None, 60.0)
