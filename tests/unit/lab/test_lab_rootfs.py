@@ -65,3 +65,13 @@ def test_a_recorded_pid_is_ours_only_with_its_start_time_and_directory() -> None
         proc.kill()
         proc.wait()
     assert pid_start_time(proc.pid) is None
+
+
+def test_a_new_build_removes_older_trees_no_lab_boots_from(tmp_path: Path) -> None:
+    from meshctl.lab.rootfs import _remove_unused_trees
+
+    old, new = tmp_path / "rootfs-old", tmp_path / "rootfs-new"
+    for tree in (old, new):
+        (tree / "etc").mkdir(parents=True)
+    _remove_unused_trees(tmp_path, keep=new)
+    assert not old.exists() and (new / "etc").is_dir()

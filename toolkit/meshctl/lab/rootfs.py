@@ -95,6 +95,7 @@ def ensure_rootfs(
             return Rootfs(existing, rootfs_key(packages), built=False, seconds=time.monotonic() - start)
         _remove_stale_builds(cache_dir)
         path = _build(cache_dir, packages, mirror or find_apt_mirror(), log or cache_dir / "build.log")
+        _remove_unused_trees(cache_dir, keep=path)
     return Rootfs(path, rootfs_key(packages), built=True, seconds=time.monotonic() - start)
 
 
@@ -102,6 +103,14 @@ def _remove_stale_builds(cache_dir: Path) -> None:
     # we hold the lock, so any temporary tree left here belongs to a build that crashed
     for leftover in cache_dir.glob(".build-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _remove_unused_trees(cache_dir: Path, keep: Path) -> None:
+    # trees of older package lists or recipes, unless a running lab still boots from one (an overlay's lowerdir)
+    in_use = Path("/proc/self/mountinfo").read_text()
+    for tree in cache_dir.glob("rootfs-*"):
+        if tree != keep and f"lowerdir={tree}," not in in_use and f"lowerdir={tree}\n" not in in_use:
+            shutil.rmtree(tree, ignore_errors=True)
 
 
 def _build(cache_dir: Path, packages: tuple[str, ...], mirror: str, log: Path) -> Path:
