@@ -15,7 +15,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from meshctl.agent.dns import MagicDNS
+from meshctl.agent.dns import DnsConfigError, MagicDNS
 from meshctl.agent.resolvconf import HostDns
 
 from .test_agent_svc_netns import LoopInNetns, make_netns, needs_root, run_in, sh, unique
@@ -237,3 +237,15 @@ def test_resolved_mode_makes_magicdns_reachable_for_per_link_queries(
     assert [rd.to_text() for rrset in answer.answer for rd in rrset] == ["100.64.0.2"]
     host_dns.restore()
     assert "100.100.100.100" not in sh("ip", "-n", netns, "addr", "show", "dev", mesh_if).stdout
+
+
+@needs_dig
+def test_a_second_resolver_on_the_address_fails_cleanly_and_the_first_keeps_serving(
+    resolver: tuple[str, MagicDNS, StubUpstream, LoopInNetns]
+) -> None:
+    netns, _, _, loop = resolver
+    second = MagicDNS("other.mesh", [])
+    with pytest.raises(DnsConfigError, match=r"cannot bind MagicDNS on 100.100.100.100:53: Address already in use"):
+        loop.run(second.start())
+    assert "inet 100.100.100.100/32" in sh("ip", "-n", netns, "addr", "show", "dev", "lo").stdout
+    assert dig(netns, "+short", "web.corp.mesh", "A").split() == ["100.64.0.2"]

@@ -259,7 +259,8 @@ class MagicDNS:
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         sock = socket.socket(family, kind)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if kind == socket.SOCK_STREAM:  # (for UDP it would let a second server share the port unseen)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET:
                 # Bind even before the daemon has put 100.100.100.100 on an interface.
                 sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
@@ -271,15 +272,19 @@ class MagicDNS:
                                  hint="is another DNS server bound there?") from None
         return sock
 
-    async def _ip_addr(self, verb: str) -> None:
+    async def _ip_addr(self, verb: str) -> str:
         assert self.claim_on is not None
         prefix = "128" if ":" in self.address else "32"
-        argv = ["ip", "addr", verb, f"{self.address}/{prefix}", "dev", self.claim_on]
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+        if verb == "show":
+            argv = ["ip", "-o", "addr", "show", "dev", self.claim_on]
+        else:
+            argv = ["ip", "addr", verb, f"{self.address}/{prefix}", "dev", self.claim_on]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
-        _, stderr = await proc.communicate()
+        stdout, stderr = await proc.communicate()
         if proc.returncode != 0:
             raise DnsConfigError(f"{' '.join(argv)} failed: {stderr.decode(errors='replace').strip()}")
+        return stdout.decode(errors="replace")
 
     async def start(self) -> None:
         """Bind UDP and TCP on address:port (claiming the address first if asked); undone on failure."""
@@ -292,8 +297,11 @@ class MagicDNS:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.claim_on is not None:
-            await self._ip_addr("replace")  # `replace`: a crash may have left it there
-            self._claimed = True
+            held = f" {self.address}/" in await self._ip_addr("show")
+            await self._ip_addr("replace")
+            # If binding fails below, give the address back only if we added it: it may belong to a
+            # resolver already serving there. Once bound, it is ours (a crash's leftover at most).
+            self._claimed = not held
         udp_sock = self._socket(socket.SOCK_DGRAM)
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpServer(self), sock=udp_sock)
         tcp_sock = self._socket(socket.SOCK_STREAM)
@@ -302,6 +310,7 @@ class MagicDNS:
             self.port = udp_sock.getsockname()[1]
             tcp_sock = self._socket(socket.SOCK_STREAM)
         self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
+        self._claimed = self.claim_on is not None
 
     async def close(self) -> None:
         if self._udp is not None:
