@@ -23,7 +23,7 @@ from meshctl.lab.cgroup import own_cgroups_named
 from meshctl.lab.host import lab_mounts, pid_start_time, processes_in_netns
 from meshctl.lab.network import lab_namespaces, netns_inode
 from meshctl.lab.plan import root_veth_name
-from meshctl.lab.state import lab_dir
+from meshctl.lab.state import lab_dir, save_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
@@ -239,6 +239,12 @@ def test_up_repairs_a_half_dead_lab_and_refuses_another_shape(lab_machine: None)
         assert [h.name for h in repaired.hosts] == ["control", "node1", "node2"]
         assert repaired.run("node2", "systemctl is-active ssh").stdout.strip() == "active"
         assert load_state(name).host("node2").pid == repaired.host("node2").pid
+        # a crash early in `up`: the placeholder state (no hosts yet) and a namespace exist, nothing runs
+        down(name)
+        save_state(LabState(name, repaired.prefix, first.ssh_key, first.known_hosts, first.state_path, ()))
+        subprocess.run(["ip", "netns", "add", f"mlab-{name}-net"], check=True)
+        again = up(name, nodes=2, derps=0)
+        assert again.run("node1", "true").returncode == 0
     finally:
         down(name)
     assert _everything_of(name) == {"namespaces": [], "mounts": [], "veth": False, "dir": False, "cgroups": []}

@@ -127,11 +127,12 @@ def up(
             existing = None  # unreadable state: treat as half-dead below
         if existing is not None:
             shape = plan_lab(name, existing.prefix, nodes=nodes, derps=derps, nat=nat)
-            alive = health(existing)
-            if all(h.running for h in alive) and _same_shape(existing, shape):
+            # a state without hosts is the placeholder of an `up` that crashed: half-dead, like a stopped host
+            running = bool(existing.hosts) and all(h.running for h in health(existing))
+            if running and _same_shape(existing, shape):
                 progress(f"lab {name!r} is already up with this shape")
                 return existing
-            if all(h.running for h in alive):
+            if running:
                 raise LabConflictError(f"lab {name!r} is up with another shape ({len(existing.hosts)} hosts)",
                                        hint=f"run: meshctl lab down --name {name}")  # fmt: skip
         if existing is not None or _leftovers(name, root):
@@ -311,7 +312,4 @@ def _down_locked(name: str, root: Path, progress: Progress) -> DownReport:
              f"{len(report.removed)} namespaces/links/cgroups/dirs removed ({report.seconds:.1f}s)")  # fmt: skip
     return report
 
-
-def host_states_line(state: LabState) -> str:
-    return ", ".join(f"{h.name}={'up' if h.running else 'down'}" for h in health(state))
 
