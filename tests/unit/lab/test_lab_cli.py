@@ -30,5 +30,5 @@ def test_bad_lab_name_is_refused() -> None:
 def test_status_and_ssh_of_a_lab_that_is_not_up_say_how_to_start_it() -> None:
     for args in (["lab", "status", "--name", "unitnone"], ["lab", "ssh", "node1", "--name", "unitnone", "--", "true"]):
         line = _one_error_line(args)
-        assert line == ("error: lab 'unitnone' is not running (no /var/lib/meshctl/lab/unitnone/state.json) "
-                        "(run: meshctl lab up --name unitnone)")
+        assert line == ("error: lab 'unitnone' is not running (no /var/lib/meshctl/lab/unitnone/state.json); "
+                        "start it with: meshctl lab up --name unitnone")

@@ -37,8 +37,8 @@ def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
 def test_missing_state_says_the_lab_is_not_running_and_how_to_start_it(tmp_path: Path) -> None:
     with pytest.raises(LabNotRunningError) as info:
         load_state("nope", tmp_path)
-    assert "lab 'nope' is not running" in str(info.value)
-    assert info.value.hint == "run: meshctl lab up --name nope"
+    assert str(info.value) == (f"lab 'nope' is not running (no {tmp_path}/nope/state.json); "
+                               "start it with: meshctl lab up --name nope")
 
 
 def test_corrupt_state_is_one_error_line(tmp_path: Path) -> None:

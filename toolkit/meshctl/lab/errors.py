@@ -31,7 +31,8 @@ class LabNotRunningError(LabError):
     """No state file for the named lab: it was never brought up, or it was brought down."""
 
     def __init__(self, name: str, state_path: str) -> None:
-        super().__init__(f"lab {name!r} is not running (no {state_path})", hint=f"run: meshctl lab up --name {name}")
+        # the command is in the message itself: importers such as pyinfra show only str(err), never the hint
+        super().__init__(f"lab {name!r} is not running (no {state_path}); start it with: meshctl lab up --name {name}")
         self.name = name
         self.state_path = state_path
 
