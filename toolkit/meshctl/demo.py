@@ -27,7 +27,7 @@ from .errors import MeshctlError
 
 __all__ = ["main"]
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 class DemoError(MeshctlError):
