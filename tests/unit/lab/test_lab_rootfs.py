@@ -75,3 +75,21 @@ def test_a_new_build_removes_older_trees_no_lab_boots_from(tmp_path: Path) -> No
         (tree / "etc").mkdir(parents=True)
     _remove_unused_trees(tmp_path, keep=new)
     assert not old.exists() and (new / "etc").is_dir()
+
+
+def test_launcher_enters_every_group_then_execs_the_command_under_the_same_pid(tmp_path: Path) -> None:
+    from meshctl.lab.cgroup import launcher_argv
+
+    groups = [tmp_path / "a", tmp_path / "b"]
+    for group in groups:
+        group.mkdir()
+        (group / "cgroup.procs").write_text("")
+    proc = subprocess.run(launcher_argv([str(g) for g in groups], ["sh", "-c", "echo $$; echo done -- x"]),
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid, rest = proc.stdout.split("\n", 1)
+    assert rest == "done -- x\n"
+    assert [(g / "cgroup.procs").read_text().strip() for g in groups] == [pid, pid]
+    # a group it cannot enter stops the launch: nothing runs outside its cgroups
+    failing = subprocess.run(launcher_argv([str(tmp_path / "missing")], ["echo", "ran"]), capture_output=True,
+                             text=True, check=False)  # fmt: skip
+    assert (failing.returncode, failing.stdout) == (125, "")
