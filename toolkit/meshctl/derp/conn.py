@@ -76,7 +76,8 @@ class Conn(asyncio.Protocol):
         self._buf = bytearray()
         self._reader = FrameReader(limit=MAX_CLIENT_INFO_LEN)
         self._queue = SendQueue(depth=server.queue_depth)
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
+        self._recv_heads: dict[int, bytes] = {}
         self._dirty = False
         self._paused = False
         self._deferred: list[Any] = []
@@ -296,6 +297,8 @@ class Conn(asyncio.Protocol):
         src = self.key
         assert src is not None
         unpack = _HEADER_UNPACK
+        heads = self._recv_heads  # payload length -> RecvPacket header + our key (lengths repeat)
+        view = memoryview(data)  # packet bytes are copied once, by the join in flush()
         pos, end = 0, len(data)
         forwarded = nbytes = 0
         try:
@@ -312,10 +315,14 @@ class Conn(asyncio.Protocol):
                     if target is not None and not target._paused and target is not self:
                         if dst not in sent_to:
                             sent_to.add(dst)
+                        head = heads.get(length)
+                        if head is None:  # RecvPacket(src, packet) has the SendPacket's length
+                            if len(heads) > 64:
+                                heads.clear()
+                            head = heads[length] = b"\x05" + data[pos + 1:pos + 5] + src
                         out = target._out
-                        out.append(b"\x05" + data[pos + 1:pos + 5])  # RecvPacket: same length as the SendPacket
-                        out.append(src)
-                        out.append(data[pos + 37:stop])
+                        out.append(head)
+                        out.append(view[pos + 37:stop])
                         if not target._dirty:
                             target._dirty = True
                             dirty.append(target)
