@@ -134,7 +134,7 @@ def test_natted_node_reaches_control_but_control_cannot_reach_it(lab: LabState, 
         sh(lab, node, "nc -z -w 2 127.0.0.1 7001")  # the node's listener is up: a failure below is the NAT's doing
         assert lab.run(node, f"nc -z -w 3 {control.address} 7001").returncode == 0, "NATed node cannot reach control"
         for target, port in ((behind.public_address, 7001), (behind.address, 7001), (behind.public_address, 22)):
-            proc = lab.run("control", f"nc -z -w 2 {target} {port}")
+            proc = lab.run("control", f"nc -z -w 1 {target} {port}")
             assert proc.returncode != 0, f"control opened a connection to {node} at {target}:{port}"
     finally:
         stop_background(lab, "control", "listen")

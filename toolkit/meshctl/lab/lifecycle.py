@@ -72,6 +72,11 @@ def check_prerequisites(*, need_debootstrap: bool = True) -> None:
     if missing:
         raise LabPrerequisiteError(f"missing tools for the lab (apt packages: {', '.join(missing)})",
                                    missing=tuple(missing), hint=f"apt-get install {' '.join(missing)}")  # fmt: skip
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        raise LabPrerequisiteError("this kernel has no overlay filesystem (lab hosts are overlays on one rootfs)",
+                                   hint="modprobe overlay")  # fmt: skip
+    if not Path("/dev/net/tun").exists():
+        raise LabPrerequisiteError("no /dev/net/tun (wireguard-go in lab hosts needs it)", hint="modprobe tun")
 
 
 @contextmanager
