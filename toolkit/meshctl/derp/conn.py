@@ -2,9 +2,10 @@
 to relaying, with the bounded output path (see `server` for the registry it reports to).
 
 States: HTTP → CLIENT_INFO (ServerKey sent, waiting for ClientInfo) → VERIFYING (admission call in flight,
-reading paused) → ACTIVE → CLOSED. `_active_data` is the hot path: SendPackets for local, writable clients
-are split straight out of the received bytes and handed over as (header, source, packet) pieces; every
-other frame goes through `_handle_active`. Output is batched per input chunk (`DerpServer.flush`).
+reading paused) → ACTIVE → CLOSED. The first two are driven by the sans-IO `accept.ServerHandshake`.
+`_active_data` is the hot path: SendPackets for local, writable clients are split straight out of the
+received bytes and handed over as (header + source, packet view) pieces; every other frame goes through
+`_handle_active`. Output is batched per input chunk (`DerpServer.flush`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..keys import NodePublicKey
+from .accept import Hello, Request, Send, ServerHandshake
 from .admission import AdmissionVerifier
 from .errors import DerpProtocolError, FrameTooLargeError, HttpUpgradeError
 from .frames import (
     KEY_LEN,
-    MAX_CLIENT_INFO_LEN,
     MAX_PACKET_SIZE,
     Frame,
     FrameReader,
@@ -38,7 +39,7 @@ from .frames import (
     is_disco,
 )
 from .handshake import ClientInfo, mesh_key_matches
-from .http import HttpRequest, generate_204_response, parse_request_head, plain_response, upgrade_response
+from .http import HttpRequest, generate_204_response, plain_response
 from .limits import SendQueue, TokenBucket
 
 if TYPE_CHECKING:
@@ -73,14 +74,14 @@ class Conn(asyncio.Protocol):
         self.preferred = False
         self.info: ClientInfo | None = None
         self.sent_to: set[bytes] = set()
-        self._buf = bytearray()
-        self._reader = FrameReader(limit=MAX_CLIENT_INFO_LEN)
+        self._hs = ServerHandshake(server.pub_hex, server.server_key_frame, server.open_client_info)
+        self._reader = FrameReader(limit=MAX_PACKET_SIZE + 2 * KEY_LEN)
         self._queue = SendQueue(depth=server.queue_depth)
         self._out: list[bytes | memoryview] = []
         self._recv_heads: dict[int, bytes] = {}
         self._dirty = False
         self._paused = False
-        self._deferred: list[Any] = []
+        self._deferred = b""  # frames that arrived right behind the ClientInfo, held during verification
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._gone_limit = TokenBucket(rate=1.0, burst=3.0)
         self._verify_task: asyncio.Task[None] | None = None
@@ -108,10 +109,12 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            if self.state == _STATE_HTTP:
-                self._http_data(data)
-            elif self.state != _STATE_CLOSED:
-                self._frame_data(data)
+            if self.state == _STATE_ACTIVE:
+                self._active_data(data)
+            elif self.state in (_STATE_HTTP, _STATE_CLIENT_INFO):
+                self._handshake_data(data)
+            elif self.state == _STATE_VERIFYING:  # reading is paused; keep anything already in flight
+                self._deferred += data
         except (DerpProtocolError, HttpUpgradeError) as e:
             self.stats.refused[type(e).__name__] += 1
             log.info("closing DERP connection from %s: %s", self._who(), e)
@@ -144,33 +147,24 @@ class Conn(asyncio.Protocol):
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
-    def _http_data(self, data: bytes) -> None:
-        self._buf += data
-        parsed = parse_request_head(self._buf)
-        if parsed is None:
-            return
-        req, used = parsed
-        rest = bytes(self._buf[used:])
-        self._buf = bytearray()
-        self._route(req, rest)
+    def _handshake_data(self, data: bytes) -> None:
+        for ev in self._hs.receive(data):
+            if isinstance(ev, Send):
+                assert self.transport is not None
+                self.transport.write(ev.data)
+                if ev.close:
+                    self._close_after_write()
+                else:
+                    self.state = _STATE_CLIENT_INFO
+            elif isinstance(ev, Request):
+                self._route(ev.request)
+            else:
+                self._hello(ev)
 
-    def _route(self, req: HttpRequest, rest: bytes) -> None:
+    def _route(self, req: HttpRequest) -> None:
+        """Answer a plain HTTP request (everything but the /derp upgrade) and close."""
         assert self.transport is not None
         head_only = req.method == "HEAD"
-        if req.path == "/derp":
-            if not req.wants_derp_upgrade:
-                self._respond(426, b"DERP requires connection upgrade", head_only)
-                return
-            if req.header("upgrade").lower() == "websocket":
-                self._respond(400, b"meshctl DERP does not serve DERP over WebSocket; use Upgrade: DERP", head_only)
-                return
-            self.state = _STATE_CLIENT_INFO
-            fast = req.header("derp-fast-start") == "1"
-            self.transport.write((b"" if fast else upgrade_response(self.server.pub_hex))
-                                 + self.server.server_key_frame)
-            if rest:
-                self._frame_data(rest)
-            return
         if req.path in ("/derp/probe", "/derp/latency-check"):
             self._respond(200, b"", head_only, extra=[("Access-Control-Allow-Origin", "*")])
         elif req.path == "/generate_204":
@@ -200,32 +194,12 @@ class Conn(asyncio.Protocol):
 
     # -- frames -------------------------------------------------------------------------------------
 
-    def _frame_data(self, data: bytes) -> None:
-        if self.state == _STATE_ACTIVE:
-            self._active_data(data)
-            return
-        self._reader.feed(data)
-        frames = self._reader.frames()
-        for i, frame in enumerate(frames):
-            if self.state == _STATE_CLIENT_INFO:
-                if frame.type != FrameType.CLIENT_INFO:
-                    raise DerpProtocolError(f"first DERP frame is type 0x{frame.type:02x}, want ClientInfo (0x02)")
-                self._client_info(frame.payload)
-            elif self.state == _STATE_VERIFYING:
-                self._deferred.extend(frames[i:])
-                return
-            elif self.state == _STATE_ACTIVE:
-                self._handle_active(frames[i:])
-                return
-            else:
-                return
-
-    def _client_info(self, payload: bytes) -> None:
-        key, info = self.server.open_client_info(payload)
+    def _hello(self, hello: Hello) -> None:
+        key, info = hello.key, hello.info
         self.key, self.info = key.raw, info
         if info.mesh_key is not None and mesh_key_matches(info.mesh_key, self.server.mesh_keys):
             self.is_mesh = True
-            self._admit()
+            self._admit(hello.rest)
             return
         if info.mesh_key is not None and not self.server.mesh_keys:
             pass  # derper ignores a mesh key it does not have; the client is treated as a regular one
@@ -235,8 +209,9 @@ class Conn(asyncio.Protocol):
             return
         verifier = self.server.verifier
         if verifier is None:
-            self._admit()
+            self._admit(hello.rest)
             return
+        self._deferred = hello.rest
         self.state = _STATE_VERIFYING
         assert self.transport is not None
         self.transport.pause_reading()
@@ -251,13 +226,11 @@ class Conn(asyncio.Protocol):
             log.info("refusing DERP client %s from %s: %s", key.short(), self.peer[0], decision.reason)
             self._refuse("node key not admitted")
             return
-        self._admit()
+        deferred, self._deferred = self._deferred, b""
         assert self.transport is not None
         self.transport.resume_reading()
-        deferred, self._deferred = self._deferred, []
         try:
-            if deferred:
-                self._handle_active(deferred)
+            self._admit(deferred)
         except DerpProtocolError as e:
             self.stats.refused[type(e).__name__] += 1
             self.close(str(e))
@@ -273,15 +246,17 @@ class Conn(asyncio.Protocol):
             self._pending = False
             self.server.pending -= 1
 
-    def _admit(self) -> None:
+    def _admit(self, rest: bytes) -> None:
+        """ServerInfo out, into the registry, and relay whatever frames came in behind the ClientInfo."""
         assert self.transport is not None and self.key is not None
         self._leave_pending()
         self._cancel_timer("handshake")
         self.transport.write(self.server.server_info_frame(NodePublicKey(self.key)))
         self.state = _STATE_ACTIVE
-        self._reader.limit = MAX_PACKET_SIZE + 2 * KEY_LEN
         self.server.register(self)
         self._schedule_keepalive()
+        if rest:
+            self._active_data(rest)
 
     def _active_data(self, data: bytes) -> None:
         """The relay's hot path: split frames straight out of the received bytes and hand SendPackets for
