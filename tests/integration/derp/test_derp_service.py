@@ -88,7 +88,7 @@ def test_unusable_files_are_one_line_config_errors(tmp_path: Path) -> None:
     bad_cert = tmp_path / "cert.pem"
     bad_cert.write_text("not a certificate")
     cases = [
-        ({"mesh_with": "http://127.0.0.1:9/derp", "mesh_key_file": str(loose)}, "mesh.key"),
+        ({"mesh_with": "http://127.0.0.1:9/derp", "mesh_key_file": str(loose)}, r"^mesh key file: .*mesh.key is readable by group or others"),
         ({"tls_cert": str(bad_cert), "tls_key": str(bad_cert)}, "cannot load TLS certificate"),
     ]
 

@@ -65,7 +65,7 @@ class Relay:
             try:
                 mesh_keys = parse_mesh_key_file(_read_secret_text(cfg.mesh_key_file, "mesh key file"))
             except KeysError as e:
-                raise ConfigError(f"{cfg.mesh_key_file}: {e}", hint=e.hint) from None
+                raise ConfigError(f"mesh key file: {e}", hint=e.hint) from None
         verifier = None
         if cfg.verify_url:
             assert cfg.verify_token_file is not None
