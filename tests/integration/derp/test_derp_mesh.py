@@ -9,7 +9,7 @@ import pytest
 
 from meshctl.derp.mesh import MeshLink
 from meshctl.derp.server import DerpServer
-from meshctl.keys import DerpPrivateKey
+from meshctl.keys import DerpPrivateKey, NodePrivateKey
 
 from .derp_helpers import client, pub, recv_packet, run
 
@@ -151,6 +151,28 @@ def test_watch_conns_lists_present_clients_then_streams_changes() -> None:
                     late_key = pub(late)
                 assert await asyncio.wait_for(watcher.recv(), 3) == PeerGone(late_key, PeerGoneReason.DISCONNECTED)
                 await watcher.close()
+        finally:
+            await server.close()
+    run(body)
+
+
+def test_close_peer_from_a_mesh_peer_disconnects_that_client() -> None:
+    from meshctl.derp.client import DerpClient
+    from meshctl.derp.errors import DerpClosedError
+
+    async def body() -> None:
+        server, url = await _start(DerpPrivateKey.generate())
+        try:
+            async with client(url) as victim, client(url) as bystander:
+                mesh = DerpClient(url, DerpPrivateKey.generate(), mesh_key=MESH_KEY)
+                await mesh.connect()
+                await mesh.close_peer(pub(victim))
+                with pytest.raises(DerpClosedError):
+                    await asyncio.wait_for(victim.recv(), 3)
+                await mesh.close_peer(NodePrivateKey.generate().public_key())  # unknown key: nothing happens
+                assert await bystander.ping() < 1.0
+                assert pub(victim).raw not in server.clients
+                await mesh.close()
         finally:
             await server.close()
     run(body)
