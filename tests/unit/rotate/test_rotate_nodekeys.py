@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from meshctl.rotate.errors import HostStepError, RotateError
-from meshctl.rotate.nodekeys import batches, rotate_node_keys
+from meshctl.rotate.nodekeys import BatchResult, attribute_losses, batches, parse_ping, rotate_node_keys
 from meshctl.rotate.sshexec import CommandResult, SshTarget
 
 
@@ -80,3 +80,34 @@ def test_peer_that_never_learns_the_key_fails_the_batch() -> None:
     fleet = FakeFleet(["n1", "n2"], lag=10**9)
     with pytest.raises(HostStepError, match="lack the new key of"):
         rotate_node_keys(_targets(["n1"]), Path("k"), runner=fleet, observers=_targets(["n2"]), confirm_timeout=1)
+
+
+# captured from `ping -n -D -O -i 0.2 -c 6 127.0.0.1` while echo replies were dropped for 0.5 s
+PING_OUT = """PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.
+[1795542976.589220] no answer yet for icmp_seq=1
+[1795542976.793682] no answer yet for icmp_seq=2
+[1795542976.997025] no answer yet for icmp_seq=3
+[1795542977.201352] no answer yet for icmp_seq=4
+[1795542977.201432] 64 bytes from 127.0.0.1: icmp_seq=5 ttl=64 time=0.025 ms
+[1795542977.405091] 64 bytes from 127.0.0.1: icmp_seq=6 ttl=64 time=0.045 ms
+
+--- 127.0.0.1 ping statistics ---
+6 packets transmitted, 2 received, 66.6667% packet loss, time 1067ms
+"""
+
+
+def test_parse_ping_times_each_lost_probe() -> None:
+    sent, received, lost_at = parse_ping(PING_OUT)
+    assert (sent, received) == (6, 2)
+    assert lost_at == (1795542976.589220, 1795542976.793682, 1795542976.997025, 1795542977.201352)
+    # a probe reported unanswered that is answered later is not lost
+    late = PING_OUT.replace("icmp_seq=5 ttl", "icmp_seq=4 ttl")
+    assert len(parse_ping(late)[2]) == 3
+    with pytest.raises(ValueError):
+        parse_ping("ping: connect: Network is unreachable\n")
+
+
+def test_losses_are_counted_against_the_running_batch() -> None:
+    mk = [BatchResult(("n1",), {}, {}, None, 1.0, 0.1, 100.0), BatchResult(("n2",), {}, {}, None, 1.0, 0.1, 105.0)]
+    out = attribute_losses(mk, [99.0, 100.5, 101.0, 106.0, 200.0])
+    assert [b.lost_probes for b in out] == [2, 2]

@@ -107,7 +107,8 @@ def node_keys(
         "seconds": round(result.seconds, 2),
         "batches": [{"hosts": list(b.hosts), "seconds": round(b.seconds, 2),
                      "confirmSeconds": round(b.confirm_seconds, 2), "observer": b.observer,
-                     "newKeys": b.new_keys} for b in result.batches],
+                     "newKeys": b.new_keys, "lostProbes": b.lost_probes if result.probe else None}
+                    for b in result.batches],
         "probe": None if result.probe is None else {
             "source": result.probe.source, "target": result.probe.target, "address": result.probe.address,
             "sent": result.probe.sent, "received": result.probe.received, "lost": result.probe.lost},
@@ -116,8 +117,9 @@ def node_keys(
         emit_json(data)
         return
     for i, b in enumerate(result.batches, 1):
+        lost = f", {b.lost_probes} probes lost" if result.probe else ""
         console.print(f"batch {i}: {', '.join(b.hosts)} rotated in {b.seconds:.1f}s "
-                      f"(peers confirmed after {b.confirm_seconds:.1f}s on {b.observer or 'no observer'})")
+                      f"(peers confirmed after {b.confirm_seconds:.1f}s on {b.observer or 'no observer'}{lost})")
     if result.probe is not None:
         p = result.probe
         console.print(f"probe {p.source} -> {p.target} ({p.address}): {p.sent} sent, {p.lost} lost")

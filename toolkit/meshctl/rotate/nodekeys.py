@@ -20,16 +20,19 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import HostStepError, RotateError
 from .sshexec import Runner, SshTarget
 
-__all__ = ["BatchResult", "NodeKeyRotation", "ProbeResult", "batches", "rotate_node_keys"]
+__all__ = ["BatchResult", "NodeKeyRotation", "ProbeResult", "attribute_losses", "batches", "parse_ping",
+           "rotate_node_keys"]
 
 Progress = Callable[[str, str, str], None]
 _PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_REPLY = re.compile(r"bytes from .*?icmp_seq=(\d+)")
+_NO_ANSWER = re.compile(r"\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class BatchResult:
     observer: str | None
     seconds: float
     confirm_seconds: float
+    started_at: float = 0.0  # wall clock (the probe's timestamps are compared with it)
+    lost_probes: int = 0  # probes lost from this batch's start to the next batch's start
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class ProbeResult:
     address: str
     sent: int
     received: int
+    lost_at: tuple[float, ...] = ()  # when each lost probe was found unanswered (ping -D -O)
 
     @property
     def lost(self) -> int:
@@ -116,11 +122,34 @@ def rotate_node_keys(targets: Sequence[SshTarget], key: Path, *, runner: Runner,
     finally:
         if pinger is not None:
             result.probe = _stop_probe(fleet, pinger, say)
+    if result.probe is not None:
+        result.batches = attribute_losses(result.batches, result.probe.lost_at)
     result.seconds = time.monotonic() - start
     return result
 
 
+def attribute_losses(done: Sequence[BatchResult], lost_at: Sequence[float]) -> list[BatchResult]:
+    """Count each lost probe against the batch running when it was lost (until the next batch starts)."""
+    out = []
+    for i, b in enumerate(done):
+        end = done[i + 1].started_at if i + 1 < len(done) else float("inf")
+        n = sum(1 for t in lost_at if b.started_at <= t < end)
+        out.append(replace(b, lost_probes=n))
+    return out
+
+
+def parse_ping(out: str) -> tuple[int, int, tuple[float, ...]]:
+    """(sent, received, times of unanswered probes) from `ping -D -O` output."""
+    m = _PING_SUMMARY.search(out)
+    if m is None:
+        raise ValueError("no ping summary")
+    answered = {int(x) for x in _REPLY.findall(out)}
+    lost = {int(seq): float(ts) for ts, seq in _NO_ANSWER.findall(out) if int(seq) not in answered}
+    return int(m.group(1)), int(m.group(2)), tuple(sorted(lost.values()))
+
+
 def _one_batch(fleet: _Fleet, batch: list[str], confirm_timeout: float, say: Progress) -> BatchResult:
+    wall = time.time()
     t0 = time.monotonic()
     old = {h: fleet.wg_key(h) for h in batch}
     new: dict[str, str] = {}
@@ -147,7 +176,7 @@ def _one_batch(fleet: _Fleet, batch: list[str], confirm_timeout: float, say: Pro
                                     hint="check meshctl-agent on the observer and the control server")
             time.sleep(0.5)
         say(observer, "peers see new keys", f"{', '.join(batch)} in {time.monotonic() - t1:.1f}s")
-    return BatchResult(tuple(batch), old, new, observer, time.monotonic() - t0, time.monotonic() - t1)
+    return BatchResult(tuple(batch), old, new, observer, time.monotonic() - t0, time.monotonic() - t1, wall)
 
 
 @dataclass(frozen=True)
@@ -167,7 +196,7 @@ def _start_probe(fleet: _Fleet, probe: tuple[str, str], say: Progress) -> _Pinge
     address = fleet.mesh_ipv4(target)
     log = f"/tmp/meshctl-probe-{int(time.time())}.log"
     pid = fleet.run(source, "start probe",
-                    f"nohup ping -n -i 0.2 {shlex.quote(address)} > {log} 2>&1 < /dev/null & echo $!").strip()
+                    f"nohup ping -n -D -O -i 0.2 {shlex.quote(address)} > {log} 2>&1 < /dev/null & echo $!").strip()
     say(source, "probe started", f"ping {target} ({address}) every 0.2s")
     time.sleep(1.0)  # a few probes before the first rotation
     return _Pinger(source, target, address, pid, log)
@@ -177,9 +206,10 @@ def _stop_probe(fleet: _Fleet, p: _Pinger, say: Progress) -> ProbeResult:
     time.sleep(1.0)  # a few probes after the last rotation
     out = fleet.run(p.source, "stop probe",
                     f"kill -INT {shlex.quote(p.pid)}; sleep 0.5; cat {p.log}; rm -f {p.log}")
-    m = _PING_SUMMARY.search(out)
-    if m is None:
-        raise HostStepError(p.source, "stop probe", f"no ping summary in its output: {out.strip()[-200:]!r}")
-    result = ProbeResult(p.source, p.target, p.address, int(m.group(1)), int(m.group(2)))
+    try:
+        sent, received, lost_at = parse_ping(out)
+    except ValueError:
+        raise HostStepError(p.source, "stop probe", f"no ping summary in its output: {out.strip()[-200:]!r}") from None
+    result = ProbeResult(p.source, p.target, p.address, sent, received, lost_at)
     say(p.source, "probe stopped", f"{result.sent} sent, {result.lost} lost")
     return result
