@@ -80,11 +80,15 @@ def check_prerequisites(*, need_debootstrap: bool = True) -> None:
 
 
 @contextmanager
-def _machine_lock(root: Path) -> Iterator[None]:
+def _machine_lock(root: Path, progress: Progress) -> Iterator[None]:
     # one lab operation at a time per machine: prefix choice and namespace names must not race
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("waiting for another lab operation on this machine to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
@@ -123,7 +127,7 @@ def up(
     rootfs = ensure_rootfs()
     timings["rootfs"] = round(time.monotonic() - t0, 2)
     progress(f"rootfs: {'built' if rootfs.built else 'cached'} {rootfs.path} ({timings['rootfs']:.1f}s)")
-    with _machine_lock(root):
+    with _machine_lock(root, progress):
         try:
             existing = load_state(name, root)
         except LabNotRunningError:
@@ -264,7 +268,7 @@ def down(name: str = "lab", *, progress: Progress = _quiet, root: Path = LAB_ROO
     """Remove every process, mount, namespace, link and file of the lab; a lab that is not there is fine."""
     _checked_name(name)
     check_prerequisites(need_debootstrap=False)
-    with _machine_lock(root):
+    with _machine_lock(root, progress):
         return _down_locked(name, root, progress)
 
 
