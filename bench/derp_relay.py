@@ -584,6 +584,7 @@ def main() -> None:
     args = ap.parse_args()
     if args._serve:
         _maybe_uvloop()
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # teardown of aborted TLS clients is noisy
         serve: Callable[[int, str | None, str | None], object] = _serve_derp if args._serve == "derp" \
             else _serve_baseline
         with contextlib.suppress(KeyboardInterrupt):
