@@ -127,3 +127,12 @@ def test_fuzz_after_the_upgrade(data: bytes) -> None:
         hs.receive(data)
     except DerpProtocolError:
         pass
+
+
+def test_head_without_an_end_is_refused_once_over_the_limit() -> None:
+    hs = _hs()
+    for _ in range(8192 // 64):
+        assert hs.receive(b"X" * 64) == []
+    with pytest.raises(HttpUpgradeError) as exc:
+        hs.receive(b"X")
+    assert exc.value.status == 431

@@ -23,7 +23,7 @@ from ..keys import NodePublicKey
 from .errors import DerpProtocolError, FrameTooLargeError
 from .frames import FRAME_HEADER_LEN, MAX_CLIENT_INFO_LEN, FrameType
 from .handshake import ClientInfo
-from .http import HttpRequest, parse_request_head, plain_response, upgrade_response
+from .http import MAX_HEAD_LEN, HttpRequest, parse_request_head, plain_response, upgrade_response
 
 __all__ = ["Hello", "Request", "Send", "ServerHandshake"]
 
@@ -63,6 +63,7 @@ class ServerHandshake:
         self._open = open_client_info
         self.phase = self.HTTP
         self._buf = bytearray()
+        self._scanned = 0
 
     def receive(self, data: bytes) -> list[Event]:
         if self.phase == self.DONE:
@@ -70,6 +71,10 @@ class ServerHandshake:
         self._buf += data
         events: list[Event] = []
         if self.phase == self.HTTP:
+            # look for the end of the head only in the new bytes, so a byte-at-a-time sender costs linear time
+            if self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3)) < 0 and len(self._buf) <= MAX_HEAD_LEN:
+                self._scanned = len(self._buf)
+                return events
             parsed = parse_request_head(self._buf)
             if parsed is None:
                 return events
