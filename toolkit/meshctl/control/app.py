@@ -147,7 +147,8 @@ def create_app(config: ControlConfig, store: Store, control_key: ControlPrivateK
             yield _encode(session, service.open_stream(node, session), "full", t)
             while not session.closing or session.pending or session.self_changed:
                 try:
-                    await asyncio.wait_for(session.wake.wait(), config.keepalive_interval)
+                    async with asyncio.timeout(config.keepalive_interval):  # no extra task per wake-up
+                        await session.wake.wait()
                 except TimeoutError:
                     t = time.perf_counter()
                     yield _encode(session, service.mapper.keepalive_frame(session, clock()), "keepalive", t)
