@@ -3,7 +3,7 @@
 The floor is an empty pyinfra run over the same hosts (connect, run zero operations, disconnect): what any
 deploy pays before doing work. Printed per size: seconds for floor / cold / re-run, and the ratios
 re-run/cold and deploy/floor; at the end how each grows with the host count. The wheelhouse is built before
-timing (it is cached per source tree). Needs root (the lab). Default sizes 3,6 (about two minutes);
+timing (it is cached per source tree). Needs root (the lab). Default size 3 (about a minute and a half);
 `--sizes 3,6,12` for the full curve.
 
     .venv/bin/python bench/deploy.py [--sizes 3,6,12] [--keep]
@@ -37,7 +37,7 @@ def floor_seconds(spec) -> float:  # type: ignore[no-untyped-def]
 
 
 def one_size(n: int, keep: bool) -> dict[str, float]:
-    name = f"bench-deploy-{n}-{os.getpid()}"
+    name = f"bd{n}p{os.getpid() % 100000}"  # lab names: up to 12 lowercase letters/digits
     nat = {"node2": Nat.EASY} if n >= 2 else {}
     lab = up(name, nodes=n, derps=1, nat=nat)
     os.environ["MESHCTL_LAB"] = name
@@ -60,7 +60,7 @@ def one_size(n: int, keep: bool) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="3,6", help="node counts, comma-separated (default 3,6)")
+    parser.add_argument("--sizes", default="3", help="node counts, comma-separated (default 3; full curve: 3,6,12)")
     parser.add_argument("--keep", action="store_true", help="leave the labs up")
     args = parser.parse_args()
     check_prerequisites()
