@@ -241,3 +241,16 @@ def test_reconnecting_client_survives_a_server_restart() -> None:
             await rc.close()
             await server.close()
     run(body)
+
+
+def test_a_silent_server_counts_as_dead_and_keepalives_keep_it_alive() -> None:
+    async def body() -> None:
+        async with relay() as (_, url), client(url, dead_after=0.3) as quiet:  # default 60 s keepalive
+            with pytest.raises(DerpClosedError, match=r"silent for 0\.3s"):
+                await asyncio.wait_for(quiet.recv(), 3)
+        async with relay(keepalive_interval=0.1, keepalive_jitter=0.01) as (_, url), \
+                client(url, dead_after=0.3) as kept:
+            for _ in range(8):  # 8 keepalives ~ 0.8 s, well past dead_after
+                assert await asyncio.wait_for(kept.recv(), 1) == KeepAlive()
+            assert kept.connected
+    run(body)

@@ -6,13 +6,15 @@ Public API (also exported from `meshctl.derp`)::
 
     client = DerpClient(url, private_key, *, server_key=None, mesh_key=None, watch_conns=False,
                         ssl_context=None, preferred=False, clock=time.monotonic,
-                        connect_timeout=10.0, app_name="meshctl", cert_name="")
+                        connect_timeout=10.0, app_name="meshctl", cert_name="",
+                        dead_after=120.0)
         url           "http://10.0.0.2:8443/derp" or "https://derp1.example.com/derp" (port 80/443 default)
         private_key   NodePrivateKey (a mesh peer passes its DerpPrivateKey)
         server_key    DerpPublicKey pinned from the DERP map; a mismatch raises ServerKeyMismatchError
         mesh_key      64 hex; makes this a trusted mesh peer (WatchConns / ForwardPacket / ClosePeer)
         watch_conns   send WatchConns after the handshake (mesh peers only)
         preferred     send NotePreferred(True) after the handshake (this is the node's home DERP)
+        dead_after    seconds without any frame after which the connection counts as dead [120 = 2x keepalive]
         cert_name     the DERP map node's CertName: a TLS name to verify instead of the URL's host, or
                       "sha256-raw:<hex>" to pin a self-signed certificate by the SHA-256 of its DER bytes
     await client.connect()                    TCP(+TLS) + HTTP upgrade + handshake. Raises DerpConnectError,
@@ -167,8 +169,9 @@ class DerpClient:
                  server_key: DerpPublicKey | None = None, mesh_key: str | None = None, watch_conns: bool = False,
                  ssl_context: ssl.SSLContext | None = None, preferred: bool = False,
                  clock: Callable[[], float] = time.monotonic, connect_timeout: float = 10.0,
-                 app_name: str = "meshctl", cert_name: str = "") -> None:
+                 app_name: str = "meshctl", cert_name: str = "", dead_after: float = KEEPALIVE_DEAD_AFTER) -> None:
         self.url = url
+        self._dead_after = dead_after
         self._tls, self._host, self._port, self._path = parse_derp_url(url)
         self._cert_name = cert_name
         self._cert_pin = _parse_cert_pin(url, cert_name)
@@ -319,10 +322,10 @@ class DerpClient:
             while True:
                 # asyncio.timeout, not wait_for: no extra task, so cancelling this loop cannot strand a read
                 try:
-                    async with asyncio.timeout(KEEPALIVE_DEAD_AFTER):
+                    async with asyncio.timeout(self._dead_after):
                         frame = await self._next_frame("frames")
                 except TimeoutError:
-                    raise DerpClosedError(f"DERP server {self.url} silent for {KEEPALIVE_DEAD_AFTER:g}s") from None
+                    raise DerpClosedError(f"DERP server {self.url} silent for {self._dead_after:g}s") from None
                 ftype = frame.type
                 if ftype == FrameType.PING:
                     self._write(encode_frame(Pong(frame.payload[:8])))
@@ -450,12 +453,13 @@ class ReconnectingDerpClient:
                  server_key: DerpPublicKey | None = None, mesh_key: str | None = None, watch_conns: bool = False,
                  ssl_context: ssl.SSLContext | None = None, preferred: bool = False,
                  clock: Callable[[], float] = time.monotonic, connect_timeout: float = 10.0,
-                 app_name: str = "meshctl", cert_name: str = "", backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, rng: random.Random | None = None) -> None:
+                 app_name: str = "meshctl", cert_name: str = "", dead_after: float = KEEPALIVE_DEAD_AFTER,
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0, rng: random.Random | None = None) -> None:
         self.url = url
         parse_derp_url(url)  # fail fast on a bad URL
         _parse_cert_pin(url, cert_name)
         self._cert_name = cert_name
+        self._dead_after = dead_after
         self._server_key = server_key
         self._mesh_key = mesh_key
         self._watch = watch_conns
@@ -504,7 +508,7 @@ class ReconnectingDerpClient:
             client = DerpClient(self.url, self._key, server_key=self._server_key, mesh_key=self._mesh_key,
                                 watch_conns=self._watch, ssl_context=self._ssl, preferred=self._preferred,
                                 clock=self._clock, connect_timeout=self._connect_timeout, app_name=self._app_name,
-                                cert_name=self._cert_name)
+                                cert_name=self._cert_name, dead_after=self._dead_after)
             started = self._clock()
             try:
                 await client.connect()
