@@ -134,3 +134,18 @@ def test_unique_names() -> None:
     assert reg.unique_name("web", except_id=1) == "web"
     reg.put(rec(3, name="x" * 63))
     assert reg.unique_name("x" * 63) == "x" * 61 + "-1"
+
+
+def test_presence_only_changes_are_not_urgent() -> None:
+    reg, mapper, sessions = setup(3)
+    reg.notify(2, Change.PRESENCE, include_self=False)
+    assert sessions[1].pending == {2: Change.PRESENCE} and not sessions[1].urgent
+    frame = load(mapper.delta_frame(sessions[1], NOW))
+    assert frame["peersPatch"][0]["online"] is True
+    reg.notify(2, Change.PRESENCE, include_self=False)
+    reg.notify(3, Change.PATCH, include_self=False)
+    assert sessions[1].urgent
+    load(mapper.delta_frame(sessions[1], NOW))
+    assert not sessions[1].urgent
+    reg.notify(1, Change.PRESENCE)  # a node's own record changing is always urgent for its own stream
+    assert sessions[1].urgent

@@ -153,11 +153,20 @@ def create_app(config: ControlConfig, store: Store, control_key: ControlPrivateK
                     t = time.perf_counter()
                     yield _encode(session, service.mapper.keepalive_frame(session, clock()), "keepalive", t)
                     continue
-                # at most one delta frame per stream per batch interval: a burst of changes (a reconnect
-                # storm's online patches) coalesces into few frames; a lone change still goes out at once
-                gap = last_delta + config.map_batch_interval - time.monotonic()
-                if gap > 0:
-                    await asyncio.sleep(gap)
+                # At most one delta frame per stream per batch interval, and one per presence interval when
+                # only online/last-seen changed: a burst (a reconnect storm's presence patches) coalesces into
+                # few frames, while a lone change still goes out at once.
+                while not session.closing:
+                    spacing = config.map_batch_interval if session.urgent else config.presence_batch_interval
+                    gap = last_delta + spacing - time.monotonic()
+                    if gap <= 0:
+                        break
+                    session.wake.clear()
+                    try:
+                        async with asyncio.timeout(gap):  # an urgent change may end the wait early
+                            await session.wake.wait()
+                    except TimeoutError:
+                        break
                 session.wake.clear()
                 t = time.perf_counter()
                 frame = service.mapper.delta_frame(session, clock())

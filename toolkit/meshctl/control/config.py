@@ -60,6 +60,7 @@ class ControlConfig:
     keepalive_interval: float = 50.0
     housekeeping_interval: float = 1.0
     map_batch_interval: float = 0.05  # minimum spacing of delta frames on one stream (bursts coalesce)
+    presence_batch_interval: float = 1.0  # the same for frames carrying only online/last-seen changes
     tls_cert: Path | None = None
     tls_key: Path | None = None
     nameservers: tuple[str, ...] = ()

@@ -96,6 +96,7 @@ class Mapper:
         me = reg.nodes[session.node_id]
         session.pending.clear()
         session.self_changed = False
+        session.urgent = False
         fields = self._head(session, now)
         fields.append(("node", self.node_json(me, now)))
         fields.append(("peers", _array(self.node_json(p, now) for p in reg.nodes.values()
@@ -126,6 +127,7 @@ class Mapper:
             else:
                 patches.append(self.patch_json(peer))
         session.pending.clear()
+        session.urgent = False
         fields = self._head(session, now)
         if session.self_changed:
             session.self_changed = False

@@ -21,8 +21,9 @@ __all__ = ["Change", "MapSession", "Registry"]
 
 
 class Change(enum.IntEnum):
-    PATCH = 1  # only endpoints / home DERP / online / last seen changed
-    CHANGED = 2  # anything else (keys, name, tags, expiry, authorization, removal)
+    PRESENCE = 1  # only online / last seen changed (batched longer: a reconnect storm is mostly these)
+    PATCH = 2  # endpoints / home DERP changed (and maybe presence)
+    CHANGED = 3  # anything else (keys, name, tags, expiry, authorization, removal)
 
 
 class MapSession:
@@ -34,16 +35,20 @@ class MapSession:
         self.seq = 0
         self.pending: dict[int, Change] = {}
         self.self_changed = False
+        self.urgent = False  # something beyond presence is pending
         self.closing = False
         self.wake = asyncio.Event()
 
     def push(self, peer_id: int, kind: Change) -> None:
         if self.pending.get(peer_id, 0) < kind:
             self.pending[peer_id] = kind
+        if kind > Change.PRESENCE:
+            self.urgent = True
         self.wake.set()
 
     def push_self(self) -> None:
         self.self_changed = True
+        self.urgent = True
         self.wake.set()
 
     def close(self) -> None:

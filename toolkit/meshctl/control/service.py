@@ -226,7 +226,7 @@ class ControlService:
         """Register a stream and build its first (full) frame, with no await in between."""
         now = self.clock()
         if self.registry.open_session(session):
-            self._notify(node.id, Change.PATCH, include_self=False)
+            self._notify(node.id, Change.PRESENCE, include_self=False)
         return self.mapper.full_frame(session, now)
 
     def close_stream(self, session: MapSession) -> None:
@@ -236,7 +236,7 @@ class ControlService:
         if node is None:
             return
         now = self.clock()
-        self._save(node, replace(node, last_seen=now), Change.PATCH)
+        self._save(node, replace(node, last_seen=now), Change.PRESENCE)
 
     # --- housekeeping ----------------------------------------------------------------------------
     def housekeeping(self) -> None:
