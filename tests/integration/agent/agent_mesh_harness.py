@@ -73,7 +73,8 @@ class Proc:
 
     def tail(self, n: int = 30) -> str:
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if " DEBUG " not in ln]
+            return "\n".join(lines[-n:])
         except OSError:
             return ""
 
@@ -85,6 +86,7 @@ class Agent:
     ip: str
     dir: Path
     proc: Proc | None = None
+    wan: str = ""  # the NAT router's address, for a node behind one
 
     @property
     def socket(self) -> Path:
@@ -143,6 +145,35 @@ class Mesh:
             d = self.root / f"n{i}"
             d.mkdir(mode=0o700)
             self.agents[f"n{i}"] = Agent(f"n{i}", ns, ip, d)
+
+    def add_natted(self, name: str, index: int, kind: str) -> Agent:
+        """A node behind its own NAT router on the bridge: `easy` = masquerade keeping ports (endpoint-
+        independent mapping), `hard` = masquerade fully-random (a new random port per destination)."""
+        router = self.add_ns(f"{self.tag}r{index}")
+        ns = self.add_ns(f"{self.tag}{name}")
+        wan = f"10.99.0.{20 + index}"
+        sh(["ip", "-n", self.hub, "link", "add", f"vr{index}", "type", "veth", "peer", "name", "eth0",
+            "netns", router])
+        sh(["ip", "-n", self.hub, "link", "set", f"vr{index}", "master", "br0", "up"])
+        sh(["ip", "-n", router, "addr", "add", f"{wan}/24", "dev", "eth0"])
+        sh(["ip", "-n", router, "link", "set", "eth0", "up"])
+        sh(["ip", "-n", router, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", ns])
+        sh(["ip", "-n", router, "addr", "add", f"192.168.{index}.1/24", "dev", "lan0"])
+        sh(["ip", "-n", router, "link", "set", "lan0", "up"])
+        sh(["ip", "-n", ns, "addr", "add", f"192.168.{index}.2/24", "dev", "eth0"])
+        sh(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        sh(["ip", "-n", ns, "route", "add", "default", "via", f"192.168.{index}.1"])
+        self.exec(router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        how = "masquerade fully-random" if kind == "hard" else "masquerade"
+        self.exec(router, ["nft", "-f", "-"], input=(
+            "table ip nat {\n  chain post {\n    type nat hook postrouting priority 100;\n"
+            f"    oifname \"eth0\" {how}\n  }}\n}}\n"))
+        d = self.root / name
+        d.mkdir(mode=0o700)
+        a = Agent(name, ns, f"192.168.{index}.2", d)
+        a.wan = wan
+        self.agents[name] = a
+        return a
 
     def spawn(self, ns: str, name: str, argv: Sequence[str], wg_dir: Path | None = None) -> Proc:
         """Run argv in `ns` with a private /run; `wg_dir` (kept across restarts of one agent) becomes

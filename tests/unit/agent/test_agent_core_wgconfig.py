@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshctl.agent.wgconfig import RemovePeer, SetPeer, WgPeer, apply_changes, diff_peers, set_args
+from meshctl.agent.wgconfig import (
+    RemovePeer,
+    SetPeer,
+    WgPeer,
+    apply_changes,
+    diff_peers,
+    reconcile_view,
+    set_args,
+)
 from meshctl.keys import NodePublicKey
 
 K1, K2, K3 = (NodePublicKey(bytes([i]) * 32) for i in (1, 2, 3))
@@ -69,3 +77,21 @@ def test_applying_the_diff_reaches_the_desired_state(before: list[WgPeer], after
     result = apply_changes(current, diff_peers(current, desired.values()))
     assert result == desired
     assert diff_peers(result, desired.values()) == []
+
+
+def test_reconcile_keeps_nat_roaming_but_undoes_a_roam_onto_the_relay_and_outside_changes() -> None:
+    direct = "198.51.100.7:41641"
+    mine = cur(WgPeer(K1, IPS1, direct), WgPeer(K2, IPS2, "127.0.0.1:5001"), WgPeer(K3, IPS1, direct))
+    actual = cur(
+        WgPeer(K1, IPS1, "198.51.100.7:40001"),  # roamed: the peer's NAT picked another port — keep it
+        WgPeer(K2, IPS2, "198.51.100.9:41641"),  # relayed by us, but direct packets arrived — keep it
+        WgPeer(K3, IPS1, "127.0.0.1:5002"),  # we chose direct, WireGuard roamed onto the relay: undo
+    )
+    view = reconcile_view(mine, actual)
+    desired = list(mine.values())
+    assert diff_peers(view, desired) == [SetPeer(K3, None, direct, None)]
+    # an allowed IP changed behind our back, or a peer added by hand, is put right too
+    actual2 = cur(WgPeer(K1, ("10.0.0.0/8",), direct), WgPeer(NodePublicKey(b"\x09" * 32), ("10.9.9.9/32",), None))
+    view2 = reconcile_view(cur(WgPeer(K1, IPS1, direct)), actual2)
+    assert diff_peers(view2, [WgPeer(K1, IPS1, direct)]) == [
+        RemovePeer(NodePublicKey(b"\x09" * 32)), SetPeer(K1, tuple(sorted(IPS1)), None, None)]

@@ -42,7 +42,7 @@ from .magicsock import MagicSock
 from .netcheck import NetcheckReport, run_netcheck
 from .services import Services
 from .wgbackend import PeerStats, WireGuardInterface
-from .wgconfig import WgPeer, diff_peers
+from .wgconfig import WgPeer, diff_peers, reconcile_view
 
 __all__ = ["Agent", "run_agent"]
 
@@ -74,6 +74,7 @@ class Agent:
         self.last_netcheck: NetcheckReport | None = None
         self.stats: dict[NodePublicKey, PeerStats] = {}
         self._stream_restart = asyncio.Event()
+        self._report_now = asyncio.Event()
         self._rotating = asyncio.Lock()
         self.derp: DerpPool | None = None
         self.msock: MagicSock | None = None
@@ -186,14 +187,15 @@ class Agent:
 
     async def _one_stream(self) -> None:
         self.state.reset()
-        async for frame in self.client.map_stream(self._map_request(stream=True)):
+        request = self._map_request(stream=True)
+        async for frame in self.client.map_stream(request):
             try:
                 netmap = self.state.apply(frame)
             except MapSequenceError as err:
                 raise ControlError(f"map stream out of order: {err}") from None
             if not self.control_connected:
                 log.info("control: map stream up (seq %d)", frame.seq)
-                self._reported = (self.endpoints, self.home_derp)  # the stream request carried them
+                self._reported = (request.endpoints, request.home_derp)  # the stream request carried them
             self.control_connected = True
             if not frame.keep_alive:
                 await self._apply_netmap(netmap)
@@ -205,6 +207,7 @@ class Agent:
             self.derp.derp_map = netmap.derp_map
             if self.home_derp == 0 or self.home_derp not in netmap.derp_map.regions:
                 self.home_derp = self.cfg.derp_home or min(netmap.derp_map.regions, default=0)
+                self._report_now.set()  # peers relay to us through our home region: tell control now
             await self.derp.set_home(self.home_derp)
         await self.msock.set_peers(netmap.peers.values())
         await self._sync_wireguard()
@@ -236,10 +239,9 @@ class Agent:
             now = time.monotonic()
             try:
                 if now - last_reconcile >= RECONCILE_EVERY:
-                    # WireGuard roams endpoints on its own; re-read what it holds so the diff corrects it
                     self.stats = await self.wg.dump()
-                    self.wg.peers = {k: WgPeer(k, s.allowed_ips, s.endpoint, s.keepalive)
-                                     for k, s in self.stats.items()}
+                    self.wg.peers = reconcile_view(self.wg.peers, {
+                        k: WgPeer(k, st.allowed_ips, st.endpoint, st.keepalive) for k, st in self.stats.items()})
                     last_reconcile = now
                 await self._sync_wireguard()
             except AgentError as err:
@@ -251,7 +253,9 @@ class Agent:
                 await self._refresh_endpoints()
             except (ControlError, OSError) as err:
                 log.info("endpoints: could not report to control (%s)", err)
-            await asyncio.sleep(ENDPOINT_REFRESH if self.endpoints else 2.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), ENDPOINT_REFRESH if self.endpoints else 2.0)
+            self._report_now.clear()
 
     async def _refresh_endpoints(self) -> None:
         assert self.msock is not None and self.derp is not None
@@ -268,10 +272,16 @@ class Agent:
         new = tuple(dict.fromkeys(eps))
         self.msock.my_endpoints = new
         self.endpoints = new
+        if self.netmap is None:
+            return  # not streaming yet: the map request that opens the stream carries them
         if (new, self.home_derp) != self._reported:
-            await self.client.update(self._map_request(stream=False))
-            self._reported = (new, self.home_derp)
-            log.info("endpoints: reported %s, home DERP %d", ",".join(new) or "none", self.home_derp)
+            req = self._map_request(stream=False)
+            await self.client.update(req)
+            # what was sent, not what holds now: a netmap may have moved the home region meanwhile
+            self._reported = (req.endpoints, req.home_derp)
+            log.info("endpoints: reported %s, home DERP %d", ",".join(req.endpoints) or "none", req.home_derp)
+            if (self.endpoints, self.home_derp) != self._reported:
+                self._report_now.set()
 
     async def _local_endpoints(self) -> list[str]:
         _, out = await self.runner.run(["ip", "-j", "-4", "addr", "show"], check=False)
@@ -336,7 +346,8 @@ class Agent:
                 s = stats.get(n.node_key)
                 peers.append({
                     "name": n.name, "fqdn": n.fqdn, "addresses": list(n.addresses), "nodeKey": n.node_key.short(),
-                    "path": link.path_text(), "endpoint": link.wg_endpoint if link.direct else None,
+                    "path": link.path_text(),
+                    "endpoint": (s.endpoint if s and s.endpoint else link.wg_endpoint) if link.direct else None,
                     "lastHandshake": s.last_handshake if s else None, "rxBytes": s.rx_bytes if s else 0,
                     "txBytes": s.tx_bytes if s else 0, "online": n.online,
                     "latencyMs": round(link.path.latency * 1000, 3) if link.direct and link.path.latency else None,

@@ -21,6 +21,7 @@ __all__ = [
     "WgPeer",
     "apply_changes",
     "diff_peers",
+    "reconcile_view",
     "set_args",
 ]
 
@@ -96,6 +97,27 @@ def apply_changes(
             ch.endpoint if ch.endpoint is not None else (old.endpoint if old else None),
             ch.keepalive if ch.keepalive is not None else (old.keepalive if old else 0),
         )
+    return out
+
+
+def reconcile_view(
+    mine: Mapping[NodePublicKey, WgPeer], actual: Mapping[NodePublicKey, WgPeer], relay_prefix: str = "127.0.0.1:"
+) -> dict[NodePublicKey, WgPeer]:
+    """Our view of the interface re-read from WireGuard (`actual`), so that the next diff puts right a peer
+    or allowed IP changed behind our back.
+
+    Endpoints are special: WireGuard roams to wherever authenticated packets come from, which keeps
+    traffic flowing behind a NAT that maps each destination anew, so a roamed endpoint is left alone (the
+    view keeps the endpoint we set, and nothing is re-set). Except a roam onto our relay socket while we
+    set a direct endpoint: two peers that both roamed so would relay to each other for ever, so the view
+    takes WireGuard's endpoint and the diff sets the direct one again.
+    """
+    out: dict[NodePublicKey, WgPeer] = {}
+    for key, now in actual.items():
+        ep = mine[key].endpoint if key in mine else now.endpoint
+        if ep and now.endpoint and now.endpoint.startswith(relay_prefix) and not ep.startswith(relay_prefix):
+            ep = now.endpoint
+        out[key] = WgPeer(key, now.allowed_ips, ep, now.keepalive)
     return out
 
 
