@@ -101,3 +101,17 @@ def test_unusable_files_are_one_line_config_errors(tmp_path: Path) -> None:
                 await relay.start()
             await relay.close()
     run(body)
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = load_config(None, {"listen": f"127.0.0.1:{port}", "stun_listen": "", "key_file": str(tmp_path / "k")})
+
+        async def body() -> None:
+            relay = Relay(cfg)
+            with pytest.raises(ConfigError, match=rf"^cannot listen for DERP on tcp 127\.0\.0\.1:{port}: "):
+                await relay.start()
+        run(body)

@@ -77,15 +77,18 @@ class Relay:
         tls = _tls_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
         self.server = DerpServer(key, mesh_key=mesh_keys, verifier=verifier)
         host, port = parse_hostport(cfg.listen, "listen")
+        where = f"DERP on tcp {cfg.listen}"
         try:
             self.derp_address = await self.server.listen(host, port, ssl_context=tls)
             if cfg.stun_listen:
+                where = f"STUN on udp {cfg.stun_listen}"
                 shost, sport = parse_hostport(cfg.stun_listen, "stun_listen")
                 self.stun = await start_stun_server(shost, sport)
                 self.stun_address = self.stun.local_address
         except OSError as e:
             await self.close()
-            raise ConfigError(f"cannot listen: {e.strerror or e}") from None
+            hint = "ports below 1024 need root or CAP_NET_BIND_SERVICE" if e.errno == 13 else None
+            raise ConfigError(f"cannot listen for {where}: {e.strerror or e}", hint=hint) from None
         self.server.metrics_hooks.append(self._copy_stun_stats)
         for url in cfg.mesh_with:
             link = MeshLink(self.server, url, key, mesh_keys[0])  # dial with the first key of the file
