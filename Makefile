@@ -40,7 +40,7 @@ lint: bootstrap ## ruff + mypy --strict on toolkit/
 	@$(BIN)/ruff check toolkit tests bench roles inventories
 	@$(BIN)/mypy --strict toolkit/meshctl
 
-test: bootstrap lint test-unit test-integration test-nix rootfs test-e2e ## bootstrap, lint and every test tier
+test: bootstrap lint test-unit rootfs test-integration test-nix test-e2e ## bootstrap, lint and every test tier
 	@echo "make test: all tiers passed"
 
 test-unit: bootstrap ## pure tests (milliseconds each)
