@@ -142,6 +142,8 @@ def test_a_crashed_agents_resolv_conf_is_restored_before_the_restart(container: 
     boot(container, f"--bind-ro={repo}", f"--bind-ro={Path(sys.prefix)}")
 
     out = container / "out"
-    assert (out / "restarts").read_text().strip() == "NRestarts=1"
+    # at least one restart by Restart=; under load a slow first start may be restarted once more
+    restarts = (out / "restarts").read_text().strip()
+    assert restarts.startswith("NRestarts=") and int(restarts.split("=")[1]) >= 1, restarts
     assert (out / "while-running").read_text().startswith(MANAGED_MARKER)
     assert (out / "after-restart").read_text() == original
