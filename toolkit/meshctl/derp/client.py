@@ -69,20 +69,15 @@ from dataclasses import dataclass
 
 from ..errors import LocalProtocolError
 from ..keys import DerpPrivateKey, DerpPublicKey, NodePrivateKey, NodePublicKey
+from .dial import ClientHandshake
 from .errors import (
-    AdmissionDeniedError,
     DerpClosedError,
     DerpConnectError,
     DerpError,
-    FrameTruncatedError,
-    HandshakeError,
-    HttpUpgradeError,
     PingTimeoutError,
-    ServerKeyMismatchError,
 )
 from .frames import (
     KEY_LEN,
-    MAX_INFO_LEN,
     MAX_PACKET_SIZE,
     ClosePeer,
     ForwardPacket,
@@ -103,8 +98,7 @@ from .frames import (
     frame_header,
     parse_frame,
 )
-from .handshake import ClientInfo, ServerInfo, open_server_info, parse_server_key, seal_client_info
-from .http import parse_response_head, upgrade_request
+from .handshake import ClientInfo, ServerInfo
 
 __all__ = [
     "Connected",
@@ -188,7 +182,7 @@ class DerpClient:
         self.server_info: ServerInfo | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._frames = FrameReader(limit=MAX_INFO_LEN)
+        self._frames = FrameReader()
         self._pending: list[Frame] = []
         self._events: asyncio.Queue[DerpEvent | BaseException] = asyncio.Queue(_EVENT_QUEUE)
         self._pings: dict[bytes, asyncio.Future[None]] = {}
@@ -245,62 +239,31 @@ class DerpClient:
                 raise DerpConnectError(self.url, f"TLS certificate sha256 {got} does not match the pinned "
                                                  f"sha256-raw:{self._cert_pin}")
         host = self._host if ":" not in self._host else f"[{self._host}]"
-        self._writer.write(upgrade_request(f"{host}:{self._port}", self._path))
-        await self._read_upgrade()
-        frame = await self._next_frame("ServerKey")
-        if frame.type != FrameType.SERVER_KEY:
-            raise HandshakeError(f"first DERP frame is type 0x{frame.type:02x}, want ServerKey (0x01)")
-        server_pub = parse_server_key(frame.payload)
-        if self._pinned is not None and server_pub != self._pinned:
-            raise ServerKeyMismatchError(server_pub.to_text(), self._pinned.to_text())
-        self.server_public_key = server_pub
-        info = ClientInfo(mesh_key=self._mesh_key, app_name=self._app_name)
-        self._writer.write(seal_client_info(self._key, server_pub, info))
-        health = ""
-        while True:
+        hs = ClientHandshake(self.url, f"{host}:{self._port}", self._path, self._key,
+                             ClientInfo(mesh_key=self._mesh_key, app_name=self._app_name), pinned=self._pinned)
+        self._writer.write(hs.start())
+        while not hs.done:
             try:
-                frame = await self._next_frame("ServerInfo")
-            except (DerpClosedError, FrameTruncatedError):
-                why = f": {health}" if health else ""
-                raise AdmissionDeniedError(
-                    f"DERP server {self.url} closed the connection after ClientInfo{why}",
-                    hint="is this node key registered with the control server (or the mesh key right)?") from None
-            if frame.type == FrameType.HEALTH:
-                health = frame.payload.decode("utf-8", "replace")
-                continue
-            if frame.type != FrameType.SERVER_INFO:
-                raise HandshakeError(f"DERP frame type 0x{frame.type:02x} before ServerInfo")
-            break
-        self.server_info = open_server_info(self._key, server_pub, frame.payload)
+                chunk = await self._reader.read(_READ_CHUNK)
+            except OSError as e:
+                raise DerpConnectError(self.url, f"connection failed during the handshake: {e.strerror or e}") \
+                    from None
+            if not chunk:
+                hs.eof()
+            out = hs.receive(chunk)
+            if out:
+                self._writer.write(out)
+        assert hs.server_key is not None
+        self.server_public_key, self.server_info = hs.server_key, hs.server_info
         # after the handshake no legitimate frame is larger than a packet plus its keys
-        self._frames.limit = MAX_PACKET_SIZE + 2 * KEY_LEN + 64
+        self._frames = FrameReader(limit=MAX_PACKET_SIZE + 2 * KEY_LEN + 64)
+        if hs.rest:
+            self._frames.feed(hs.rest)
         if self._preferred:
             self._writer.write(encode_frame(NotePreferred(True)))
         if self._watch:
             self._writer.write(encode_frame(WatchConns()))
         await self._writer.drain()
-
-    async def _read_upgrade(self) -> None:
-        assert self._reader is not None
-        buf = bytearray()
-        while True:
-            chunk = await self._reader.read(4096)
-            if not chunk:
-                raise HttpUpgradeError(f"DERP server {self.url} closed the connection during the HTTP upgrade")
-            buf += chunk
-            parsed = parse_response_head(buf)
-            if parsed is None:
-                continue
-            head, used = parsed
-            if head.status != 101:
-                raise HttpUpgradeError(f"DERP upgrade at {self.url} got HTTP {head.status} {head.reason}, want 101",
-                                       status=head.status)
-            pub_hex = head.header("derp-public-key")
-            if self._pinned is not None and pub_hex and pub_hex.lower() != self._pinned.raw.hex():
-                raise ServerKeyMismatchError("nodekey:" + pub_hex.lower(), self._pinned.to_text())
-            if used < len(buf):
-                self._frames.feed(bytes(buf[used:]))
-            return
 
     async def _next_frame(self, waiting_for: str) -> Frame:
         assert self._reader is not None
