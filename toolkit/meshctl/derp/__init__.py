@@ -1,7 +1,7 @@
 """DERP relay for meshctl: Tailscale DERP v2 wire protocol, asyncio server, client library, regional mesh.
 
 Layers, pure first: `frames` (frame codec and reader), `handshake` (NaCl-box ClientInfo/ServerInfo, mesh
-keys), `http` (request/response heads), `accept` (the server's HTTP-upgrade + ClientInfo state machine),
+keys), `http` (request/response heads), `accept` and `dial` (the server and client handshake state machines),
 `limits` (send queue, token bucket), `config` (TOML + flags). Shells: `client` (asyncio client library, the
 agent's interface), `conn` (one server connection), `server` (registry, forwarding, listeners), `admission`
 (control-server verification), `mesh` (regional mesh links), `metrics`, `service` (the `derp serve` process).
