@@ -131,8 +131,8 @@ def test_node_keys_rotate_while_ping_runs(lab: LabState, mesh: dict[str, str]) -
     print(f"\nnode-key rotation: {json.dumps(result, indent=1)}")
     assert [b["hosts"] for b in result["batches"]] == [[n] for n in NODES]
     for b in result["batches"]:
-        print(f"batch {b['hosts']}: {b['seconds']}s, peers confirmed after {b['confirmSeconds']}s, "
-              f"{b['lostProbes']} probes lost")
+        print(f"batch {b['hosts']}: {b['seconds']}s, peers confirmed after {b['confirmSeconds']}s, probe answered "
+              f"again after {b['recoveredSeconds']}s, {b['lostProbes']} probes lost")
     probe = result["probe"]
     print(f"probe node1 -> node2: {probe['sent']} sent, {probe['lost']} lost over {result['seconds']}s")
     # traffic survives: probes keep being answered across the rotation (how many were lost is reported above;

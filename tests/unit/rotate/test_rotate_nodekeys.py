@@ -111,3 +111,45 @@ def test_losses_are_counted_against_the_running_batch() -> None:
     mk = [BatchResult(("n1",), {}, {}, None, 1.0, 0.1, 100.0), BatchResult(("n2",), {}, {}, None, 1.0, 0.1, 105.0)]
     out = attribute_losses(mk, [99.0, 100.5, 101.0, 106.0, 200.0])
     assert [b.lost_probes for b in out] == [2, 2]
+
+
+class ProbedFleet(FakeFleet):
+    """FakeFleet plus a probe: the probed pair answers only after `down` failed checks per batch."""
+
+    def __init__(self, names: list[str], down: int) -> None:
+        super().__init__(names, lag=1)
+        self.down = down
+        self.failing = 0
+        self.checks = 0
+
+    def run(self, target: SshTarget, key: Path, command: str, *, timeout: float = 60.0) -> CommandResult:
+        if command.startswith("ip -o -4 addr"):
+            return CommandResult(0, "5: mesh0    inet 100.64.0.2/32 scope global mesh0\n", "")
+        if command.startswith("nohup ping"):
+            return CommandResult(0, "4242\n", "")
+        if command.startswith("kill -INT 4242"):
+            return CommandResult(0, PING_OUT, "")
+        if command.startswith("ping -n -c 1"):
+            self.checks += 1
+            self.failing += 1
+            return CommandResult(0 if self.failing > self.down else 1, "", "")
+        if "rotate node-key" in command:
+            self.failing = 0
+        return super().run(target, key, command, timeout=timeout)
+
+
+def test_probe_gates_each_batch_until_traffic_flows() -> None:
+    fleet = ProbedFleet(["n1", "n2", "n3"], down=2)
+    result = rotate_node_keys(_targets(["n1", "n2", "n3"]), Path("k"), runner=fleet, probe=("n1", "n2"),
+                              confirm_timeout=5)
+    assert result.probe is not None and (result.probe.sent, result.probe.lost) == (6, 4)
+    assert all(b.recovered_seconds is not None for b in result.batches)
+    assert fleet.checks == 9  # 3 batches x (2 unanswered checks + 1 answered)
+
+
+def test_probe_that_never_recovers_stops_the_rotation() -> None:
+    fleet = ProbedFleet(["n1", "n2", "n3"], down=10**9)
+    with pytest.raises(HostStepError, match="still unreachable"):
+        rotate_node_keys(_targets(["n1", "n2", "n3"]), Path("k"), runner=fleet, probe=("n1", "n2"),
+                         confirm_timeout=1)
+    assert fleet.keys["n2"] == "n2-key0" and fleet.keys["n3"] == "n3-key0"

@@ -107,7 +107,8 @@ def node_keys(
         "seconds": round(result.seconds, 2),
         "batches": [{"hosts": list(b.hosts), "seconds": round(b.seconds, 2),
                      "confirmSeconds": round(b.confirm_seconds, 2), "observer": b.observer,
-                     "newKeys": b.new_keys, "lostProbes": b.lost_probes if result.probe else None}
+                     "newKeys": b.new_keys, "lostProbes": b.lost_probes if result.probe else None,
+                     "recoveredSeconds": None if b.recovered_seconds is None else round(b.recovered_seconds, 2)}
                     for b in result.batches],
         "probe": None if result.probe is None else {
             "source": result.probe.source, "target": result.probe.target, "address": result.probe.address,

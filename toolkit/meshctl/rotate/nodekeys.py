@@ -10,8 +10,9 @@ then, on an observer (a node outside the batch), `wg show <if> peers` is polled 
 key and none of the old ones: control has pushed the change and the peer has applied it. The next batch
 starts only when this batch is confirmed; a failure stops the rotation with the batch's hosts named.
 
-With a probe (`ping` between two nodes over their mesh addresses, started before the first batch and
-stopped after the last), the result reports how many probes were lost while keys changed.
+With a probe (`ping -D -O` every 0.2 s between two nodes over their mesh addresses, started before the
+first batch and stopped after the last), the next batch also waits until the probed pair talks again, and
+each batch reports the probes lost between its start and the next batch's start.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class BatchResult:
     confirm_seconds: float
     started_at: float = 0.0  # wall clock (the probe's timestamps are compared with it)
     lost_probes: int = 0  # probes lost from this batch's start to the next batch's start
+    recovered_seconds: float | None = None  # with a probe: until the probed pair talked again
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,10 @@ def rotate_node_keys(targets: Sequence[SshTarget], key: Path, *, runner: Runner,
     pinger = _start_probe(fleet, probe, say) if probe else None
     try:
         for batch in batches([t.name for t in targets], batch_size):
-            result.batches.append(_one_batch(fleet, batch, confirm_timeout, say))
+            done = _one_batch(fleet, batch, confirm_timeout, say)
+            if pinger is not None:  # the next batch starts only once the probed pair talks again
+                done = replace(done, recovered_seconds=_wait_recovered(fleet, pinger, confirm_timeout, say))
+            result.batches.append(done)
     finally:
         if pinger is not None:
             result.probe = _stop_probe(fleet, pinger, say)
@@ -200,6 +205,19 @@ def _start_probe(fleet: _Fleet, probe: tuple[str, str], say: Progress) -> _Pinge
     say(source, "probe started", f"ping {target} ({address}) every 0.2s")
     time.sleep(1.0)  # a few probes before the first rotation
     return _Pinger(source, target, address, pid, log)
+
+
+def _wait_recovered(fleet: _Fleet, p: _Pinger, timeout: float, say: Progress) -> float:
+    t0 = time.monotonic()
+    while True:
+        res = fleet.runner.run(fleet.by_name[p.source], fleet.key, f"ping -n -c 1 -W 1 {shlex.quote(p.address)}")
+        if res.rc == 0:
+            waited = time.monotonic() - t0
+            say(p.source, "probe answered", f"{p.target} reachable again after {waited:.1f}s")
+            return waited
+        if time.monotonic() - t0 > timeout:
+            raise HostStepError(p.source, "wait for traffic", f"{p.target} ({p.address}) still unreachable "
+                                f"{timeout:.0f}s after the batch", hint="later batches were not started")
 
 
 def _stop_probe(fleet: _Fleet, p: _Pinger, say: Progress) -> ProbeResult:
