@@ -183,24 +183,40 @@ class Deployment:
         from pyinfra.api.exceptions import PyinfraError
         from pyinfra.api.operations import run_ops
 
-        planned: list[tuple[str, str, list[str]]] = []  # role, host, op hashes
-        for role, names, kwargs_for in steps:
-            fn = load_role(role)
-            for name in self._alive(names):
-                host = active.get(name)
-                if host is None:
+        def prepare(name: str) -> list[tuple[str, str, list[str]]]:
+            """Plan every step for one host (facts are read here), in role order."""
+            host = active[name]
+            out: list[tuple[str, str, list[str]]] = []
+            for role, names, kwargs_for in steps:
+                if name not in names or self.hosts[name].failed:
                     continue
                 before = len(host.op_hash_order)
                 try:
-                    add_deploy(state, fn, host=host, **kwargs_for(name))
+                    add_deploy(state, load_role(role), host=host, **kwargs_for(name))
                 except Exception as err:  # a role failing at plan time (e.g. a fact it needs errored)
                     self._fail(name, role, f"{type(err).__name__}: {err}")
                     continue
-                ops = list(host.op_hash_order[before:])
-                planned.append((role, name, ops))
-                for op_hash in ops:
-                    reporter.role_of[(name, op_hash)] = role
-                self.hosts[name].roles.append(role)
+                out.append((role, name, list(host.op_hash_order[before:])))
+            return out
+
+        # hosts are planned in parallel greenlets, as pyinfra's own CLI does (op identity is per host in API mode)
+        names = [n for n in self._alive([n for _, ns, _ in steps for n in ns]) if n in active]
+        names = list(dict.fromkeys(names))
+        from pyinfra.context import ctx_state
+
+        with ctx_state.use(state):  # the state context is shared, not greenlet-local: hold it for them all
+            greenlets = {n: state.pool.spawn(prepare, n) for n in names}
+            state.pool.join()
+        planned: list[tuple[str, str, list[str]]] = []  # role, host, op hashes
+        for name, greenlet in greenlets.items():
+            try:
+                planned.extend(greenlet.get())
+            except Exception as err:
+                self._fail(name, "plan", f"{type(err).__name__}: {err}")
+        for role, name, ops in planned:
+            for op_hash in ops:
+                reporter.role_of[(name, op_hash)] = role
+            self.hosts[name].roles.append(role)
         label = "+".join(role for role, _, _ in steps)
         per_host: dict[str, int] = {}
         for _, name, ops in planned:
