@@ -18,6 +18,13 @@ def put_text(name: str, text: str, dest: str, mode: str) -> Any:
     return files.put(name=name, src=StringIO(text), dest=dest, mode=mode, user="root", group="root")
 
 
+def put_secret(name: str, text: str, dest: str) -> Any:
+    """Upload a secret 0600: the file is created 0600 *before* its content arrives (an upload as root writes
+    into the existing file, keeping its mode), so the secret is never readable by others, not even briefly."""
+    files.file(name=f"{name} (0600 before content)", path=dest, present=True, mode="600", user="root", group="root")
+    return put_text(name, text, dest, "600")
+
+
 def ensure_service(unit: str, unit_text: str, changed: Sequence[Any], upgraded: bool) -> None:
     """Install `/etc/systemd/system/<unit>`; restart it if the unit, a config in `changed` or the toolkit changed."""
     unit_op = put_text(f"unit {unit}", unit_text, f"/etc/systemd/system/{unit}", "644")

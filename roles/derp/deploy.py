@@ -19,7 +19,7 @@ from meshctl.deploy.mesh import MeshPlan
 from meshctl.deploy.templates import render
 
 from ..common.defaults import DEFAULTS as COMMON_DEFAULTS
-from ..common.service import ensure_service, put_text
+from ..common.service import ensure_service, put_secret, put_text
 from .defaults import DEFAULTS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -54,10 +54,10 @@ def apply(mesh: MeshPlan, token: str | None = None, mesh_key: str | None = None,
     files.directory(name="state directory", path="/var/lib/meshctl/derp", mode="700")
     changed = []
     if token is not None:
-        changed.append(put_text("admission token", token + "\n", TOKEN_FILE, "600"))
+        changed.append(put_secret("admission token", token + "\n", TOKEN_FILE))
     if mesh.mesh_peers(host.name):
         if mesh_key is None:
             raise ValueError(f"DERP host {host.name} is in a multi-server region but no mesh key was given")
-        changed.append(put_text("region mesh key", mesh_key + "\n", MESH_KEY_FILE, "600"))
+        changed.append(put_secret("region mesh key", mesh_key + "\n", MESH_KEY_FILE))
     changed.append(put_text("config derp.toml", render_config(mesh, host.name, data), "/etc/meshctl/derp.toml", "644"))
     ensure_service(UNIT, render_unit(data), changed, upgraded)

@@ -20,7 +20,7 @@ from meshctl.deploy.mesh import MeshPlan
 from meshctl.deploy.templates import render
 
 from ..common.defaults import DEFAULTS as COMMON_DEFAULTS
-from ..common.service import ensure_service, put_text
+from ..common.service import ensure_service, put_secret, put_text
 from .defaults import DEFAULTS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -50,7 +50,7 @@ def apply(mesh: MeshPlan, control_key: str, auth_key: str | None = None, upgrade
     files.directory(name="state directory", path=STATE_DIR, mode="700")
     changed = []
     if auth_key is not None:
-        changed.append(put_text("one-off auth key", auth_key + "\n", AUTH_KEY_FILE, "600"))
+        changed.append(put_secret("one-off auth key", auth_key + "\n", AUTH_KEY_FILE))
     changed.append(put_text("config agent.toml", render_config(mesh, control_key, data),
                             "/etc/meshctl/agent.toml", "644"))
     ensure_service(UNIT, render_unit(data), changed, upgraded)
