@@ -83,6 +83,19 @@ def test_wrong_prefix_is_a_type_mismatch_naming_the_expected_prefix() -> None:
         MachinePrivateKey.from_text(NodePrivateKey.generate().to_text())
 
 
+def test_a_prefixless_secret_is_never_echoed() -> None:
+    secret = NodePrivateKey.generate().to_wireguard_base64()  # what `wg genkey` prints
+    with pytest.raises(KeyTypeMismatchError) as ei:
+        NodePrivateKey.from_text(secret)
+    assert "44 characters without a key prefix" in str(ei.value)
+    for i in range(len(secret) - 4):
+        assert secret[i:i + 5] not in str(ei.value)
+    hexkey = "deadbeef:" + "ab" * 32
+    with pytest.raises(KeyTypeMismatchError) as ei2:
+        NodePrivateKey.from_text(hexkey)
+    assert "ab" * 8 not in str(ei2.value)
+
+
 def test_wrong_length_and_bad_hex() -> None:
     with pytest.raises(KeyFormatError, match="want 64 hex characters after 'nodekey:', got 10"):
         NodePublicKey.from_text("nodekey:0123456789")

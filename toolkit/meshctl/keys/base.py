@@ -31,8 +31,13 @@ def _parse_hex(text: str, prefix: str, kind: str) -> bytes:
         raise KeyFormatError(f"{kind}: want text starting with {prefix!r}, got {type(text).__name__}")
     text = text.strip()
     if not text.startswith(prefix):
-        found = text.split(":", 1)[0] + ":" if ":" in text else (text[:12] or "empty text")
-        raise KeyTypeMismatchError(f"{kind}: expected {prefix!r} prefix, got {found!r}")
+        # Name what was found without echoing it: text without a known prefix may be a secret
+        # (e.g. a `wg genkey` key pasted into a key file), so only its prefix or its shape is shown.
+        head = text.split(":", 1)[0]
+        if ":" in text and len(head) <= 16 and head.isalpha():
+            raise KeyTypeMismatchError(f"{kind}: expected {prefix!r} prefix, got {head + ':'!r}")
+        shape = "empty text" if not text else f"{len(text)} characters without a key prefix"
+        raise KeyTypeMismatchError(f"{kind}: expected {prefix!r} prefix, got {shape}")
     body = text[len(prefix):]
     if len(body) != 2 * KEY_LEN:
         raise KeyFormatError(f"{kind}: want {2 * KEY_LEN} hex characters after {prefix!r}, got {len(body)}")
