@@ -61,8 +61,13 @@ def write_secret_file(path: Path, data: bytes) -> None:
     except OSError as e:
         raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
     try:
+        f = os.fdopen(fd, "wb")
+    except OSError:
+        os.close(fd)
+        raise
+    try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
+        with f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
