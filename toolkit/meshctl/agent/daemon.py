@@ -24,6 +24,7 @@ import logging
 import random
 import re
 import signal
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +43,7 @@ from .magicsock import MagicSock
 from .netcheck import NetcheckReport, run_netcheck
 from .services import Services
 from .wgbackend import PeerStats, WireGuardInterface
-from .wgconfig import WgPeer, diff_peers, reconcile_view
+from .wgconfig import SetPeer, WgPeer, diff_peers, reconcile_view
 
 __all__ = ["Agent", "run_agent"]
 
@@ -53,6 +54,7 @@ RECONCILE_EVERY = 2.0
 ENDPOINT_REFRESH = 20.0
 BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 30.0
 ROTATE_BEFORE_EXPIRY = timedelta(days=1)
+_KICK_PORT = 9  # discard: nothing answers, the packet only has to enter the tunnel
 
 
 class Agent:
@@ -229,6 +231,26 @@ class Agent:
         changes = diff_peers(self.wg.peers, self.msock.wg_peers())
         if changes:
             await self.wg.apply(changes)
+            self._kick([c.public_key for c in changes if isinstance(c, SetPeer) and c.endpoint is not None
+                        and not c.endpoint.startswith("127.0.0.1:")])
+
+    def _kick(self, keys: list[NodePublicKey]) -> None:
+        """Make WireGuard send to peers that just went direct. Disco runs on its own socket, so the NAT
+        mapping WireGuard's socket needs exists only once WireGuard itself sends; a datagram into the
+        tunnel starts a handshake at once (from both sides, since both switch) instead of waiting for
+        traffic or the 25 s keepalive."""
+        assert self.msock is not None
+        want = set(keys)
+        for link in self.msock.peers.values():
+            if link.node.node_key not in want:
+                continue
+            for addr in link.node.addresses:
+                ip = addr.split("/")[0]
+                if ":" in ip:
+                    continue
+                with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.setblocking(False)
+                    s.sendto(b"meshctl: path check", (ip, _KICK_PORT))
 
     async def _tick_loop(self) -> None:
         last_reconcile = 0.0
