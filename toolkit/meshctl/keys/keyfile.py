@@ -61,18 +61,13 @@ def write_secret_file(path: Path, data: bytes) -> None:
     except OSError as e:
         raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
     try:
-        f = os.fdopen(fd, "wb")
-    except OSError:
-        os.close(fd)
-        raise
-    try:
-        os.fchmod(fd, 0o600)
-        with f:
+        with os.fdopen(fd, "wb") as f:  # mkstemp already made it 0600; fchmod guards an odd umask/ACL
+            os.fchmod(f.fileno(), 0o600)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except OSError as e:  # ENOSPC and friends: the old file stays as it was
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
