@@ -6,6 +6,7 @@ import asyncio
 import os
 import stat
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,12 @@ def test_rotation_interrupted_after_the_server_accepted_is_completed_at_start(tm
     assert again.node == nxt
     assert load_private_key(c.node_key_path, NodePrivateKey) == nxt
     assert not (c.state_dir / "node.key.next").exists()
+
+
+@pytest.mark.parametrize(("expiry_in", "due"), [
+    (None, False), (timedelta(days=30), False), (timedelta(days=1, seconds=1), False),
+    (timedelta(hours=23), True), (timedelta(0), True), (-timedelta(hours=1), True),
+])
+def test_rotation_is_due_a_day_before_expiry(expiry_in: timedelta | None, due: bool) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert identity.rotation_due(None if expiry_in is None else now + expiry_in, now, timedelta(days=1)) is due

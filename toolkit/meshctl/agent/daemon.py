@@ -221,7 +221,7 @@ class Agent:
         node = self.self_node
         if node is None or node.key_expiry is None or self._rotating.locked():
             return
-        if node.key_expiry - datetime.now(UTC) < ROTATE_BEFORE_EXPIRY:
+        if identity.rotation_due(node.key_expiry, datetime.now(UTC), ROTATE_BEFORE_EXPIRY):
             log.info("agent: node key expires %s; rotating", node.key_expiry.isoformat())
             asyncio.get_running_loop().create_task(self.rotate_node_key())
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .. import __version__
@@ -30,7 +31,7 @@ from ..wire import HostInfo
 from .config import AgentConfig
 from .errors import AgentConfigError, RegistrationError
 
-__all__ = ["Identity", "hostinfo", "load_identity", "register", "rotate"]
+__all__ = ["Identity", "hostinfo", "load_identity", "register", "rotate", "rotation_due"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ def hostinfo(cfg: AgentConfig) -> HostInfo:
             continue
     return HostInfo(hostname=cfg.effective_hostname(), os=os.uname().sysname.lower(),
                     os_version=os.uname().release, agent_version=__version__, ssh_host_keys=tuple(keys))
+
+
+def rotation_due(key_expiry: datetime | None, now: datetime, margin: timedelta) -> bool:
+    """Whether the node key should be rotated now: it expires within `margin` (or already has).
+    A node whose expiry is disabled (None) never rotates on its own."""
+    return key_expiry is not None and key_expiry - now < margin
 
 
 def _read_auth_key(cfg: AgentConfig) -> str | None:
