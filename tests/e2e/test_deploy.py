@@ -130,6 +130,9 @@ def test_cold_deploy_builds_a_mesh(lab: LabState, cold: dict[str, Any]) -> None:
 def test_rerun_changes_nothing_and_restarts_nothing(lab: LabState, cold: dict[str, Any],
                                                      inventories: dict[str, Path]) -> None:
     before = started_at(lab)
+    rc, plan, stderr = deploy(inventories["without_node3"], "--dry-run")
+    assert rc == 0, why(plan, stderr)
+    assert plan["dry_run"] and plan["changed"] == 0, changed_ops(plan)
     rc, result, stderr = deploy(inventories["without_node3"])
     assert rc == 0, why(result, stderr)
     assert result["changed"] == 0, changed_ops(result)
@@ -142,6 +145,11 @@ def test_region_name_change_restarts_only_control(lab: LabState, cold: dict[str,
     assert 'name = "Home"' in cold["original"]
     mesh_toml.write_text(cold["original"].replace('name = "Home"', 'name = "Home lab (renamed)"'))
     before = started_at(lab)
+    rc, plan, stderr = deploy(inventories["without_node3"], "--dry-run")
+    assert rc == 0, why(plan, stderr)
+    assert changed_ops(plan) == {"control": ["config control.toml", "restart meshctl-control.service"]}
+    assert started_at(lab) == before  # a dry run changes nothing
+    assert "Home lab (renamed)" not in lab.run("control", "cat /etc/meshctl/control.toml").stdout
     rc, result, stderr = deploy(inventories["without_node3"])
     assert rc == 0, why(result, stderr)
     assert changed_ops(result) == {"control": ["config control.toml", "restart meshctl-control.service"]}
