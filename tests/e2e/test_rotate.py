@@ -123,6 +123,27 @@ def test_user_certificate_login_without_tofu(lab: LabState, mesh: dict[str, str]
     assert refused.returncode != 0
 
 
+def test_keys_audit(lab: LabState, mesh: dict[str, str], operator_on_control: str) -> None:
+    # on the control host: what the admin API knows (node keys, auth keys, API keys, the SSH CA)
+    out = sh(lab, "control", "/opt/meshctl/bin/meshctl keys audit --control-url http://127.0.0.1:8080 "
+                             "--api-key-file /root/e2e-api-key --json", timeout=120)
+    data = json.loads(out)
+    print("\nkeys audit on the control host:\n" + "\n".join(
+        f"  {k['kind']:<10} {k['name'][:20]:<20} {k['status']:<9} {k['reason']}" for k in data["keys"]))
+    node_keys = [k for k in data["keys"] if k["kind"] == "node-key"]
+    assert sorted(k["name"] for k in node_keys) == NODES and all(k["status"] == "ok" for k in node_keys)
+    assert any(k["kind"] == "ssh-ca" for k in data["keys"])
+    assert all(k["status"] == "inactive" for k in data["keys"] if k["kind"] == "auth-key")  # one-off, used
+    # from this machine with the lab inventory: the host certificate each sshd presents (ssh-keyscan -c)
+    proc = meshctl("keys", "audit", "-i", str(INVENTORY), "--control-url", "http://127.0.0.1:9", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {k["name"]: k for k in json.loads(proc.stdout)["keys"] if k["kind"] == "host-cert"}
+    print("host certificates:\n" + "\n".join(f"  {n:<8} {k['status']:<8} {k['reason']}" for n, k in rows.items()))
+    for n in NODES:
+        assert rows[n]["status"] == "ok" and rows[n]["reason"].startswith(f"meshctl-host:{n}:")
+    assert rows["control"]["status"] == "missing" and rows["control"]["flagged"]  # not a mesh node: no cert
+
+
 def test_node_keys_rotate_while_ping_runs(lab: LabState, mesh: dict[str, str]) -> None:
     before = {n: sh(lab, n, "wg show mesh0 public-key").strip() for n in NODES}
     proc = meshctl("rotate", "node-keys", "-i", str(INVENTORY), "--batch", "1", "--probe", "node1,node2", "--json")
