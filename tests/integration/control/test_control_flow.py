@@ -348,6 +348,12 @@ def test_derp_verify(control: RunningControl) -> None:
     assert verify("garbage").json() == {"Allow": False}
     assert verify(k.public_key().to_text(), None).status_code == 401
     assert verify(k.public_key().to_text(), "mskey-derp-000000000000-" + "0" * 64).status_code == 401
+    # an expired node is refused too
+    key = admin_key(control)
+    node_id = next(n["id"] for n in api(control, key, "GET", "/api/v1/nodes").json()
+                   if n["nodeKey"] == k.public_key().to_text())
+    assert api(control, key, "POST", f"/api/v1/nodes/{node_id}/expire").status_code == 200
+    assert verify(k.public_key().to_text()).json() == {"Allow": False}
 
 
 def test_healthz_and_metrics(control: RunningControl) -> None:
