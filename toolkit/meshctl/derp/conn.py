@@ -53,11 +53,27 @@ _HIGH_WATER = 256 << 10
 _LOW_WATER = 64 << 10
 _RECV_HEADER = FrameType.RECV_PACKET
 _SEND = int(FrameType.SEND_PACKET)
+_RECV = int(FrameType.RECV_PACKET)
+_VECTOR_MIN = 8  # runs at least this long are rewritten with strided slice assignments
 _KEY_LEN = KEY_LEN
 _MAX_SEND = KEY_LEN + MAX_PACKET_SIZE
 _HEADER_UNPACK = struct.Struct(">BI").unpack_from
 _STATE_HTTP, _STATE_CLIENT_INFO, _STATE_VERIFYING, _STATE_ACTIVE, _STATE_CLOSED = range(5)
 STATE_ACTIVE = _STATE_ACTIVE
+
+
+def _rewrite(buf: bytearray, start: int, stop: int, stride: int, n: int, src: bytes) -> None:
+    """Turn `n` SendPacket frames of one shape, `stride` bytes apart in buf[start:stop], into RecvPackets from
+    `src`: the type byte and the 32 key bytes of every frame. Long runs use one strided slice assignment per
+    byte position (33 C-level copies) instead of a Python step per frame."""
+    if n >= _VECTOR_MIN:
+        buf[start:stop:stride] = bytes((_RECV,)) * n
+        for j in range(_KEY_LEN):
+            buf[start + 5 + j:stop:stride] = src[j:j + 1] * n
+        return
+    for p in range(start, stop, stride):
+        buf[p] = _RECV
+        buf[p + 5:p + 37] = src
 
 
 class Conn(asyncio.Protocol):
@@ -78,7 +94,6 @@ class Conn(asyncio.Protocol):
         self._reader = FrameReader(limit=MAX_PACKET_SIZE + 2 * KEY_LEN)
         self._queue = SendQueue(depth=server.queue_depth)
         self._out: list[bytes | memoryview] = []
-        self._recv_heads: dict[int, bytes] = {}
         self._dirty = False
         self._paused = False
         self._deferred = b""  # frames that arrived right behind the ClientInfo, held during verification
@@ -259,11 +274,13 @@ class Conn(asyncio.Protocol):
             self._active_data(rest)
 
     def _active_data(self, data: bytes) -> None:
-        """The relay's hot path: split frames straight out of the received bytes and hand SendPackets for
-        local, writable clients over as (header, source, packet) pieces, without building Frame objects.
-        Every other frame (and SendPackets needing checks or queueing) takes `_handle_active`."""
+        """The relay's hot path. The received bytes are copied once into a bytearray. A SendPacket for a local,
+        writable client becomes its RecvPacket in place (type 0x04 → 0x05, destination key → our key; the
+        length is unchanged), together with every following frame of the same length to the same client;
+        such a run is rewritten with a few slice assignments and handed over as one memoryview. Every other
+        frame takes `_handle_active`."""
         reader = self._reader
-        data = reader.take(data)
+        buf = bytearray(reader.take(data))
         limit = reader.limit
         srv = self.server
         clients = srv.clients
@@ -272,40 +289,40 @@ class Conn(asyncio.Protocol):
         src = self.key
         assert src is not None
         unpack = _HEADER_UNPACK
-        heads = self._recv_heads  # payload length -> RecvPacket header + our key (lengths repeat)
-        view = memoryview(data)  # packet bytes are copied once, by the join in flush()
-        pos, end = 0, len(data)
+        view = memoryview(buf)  # keeps buf alive until flush() writes the runs out
+        pos, end = 0, len(buf)
         forwarded = nbytes = 0
         try:
             while end - pos >= 5:
-                ftype, length = unpack(data, pos)
+                ftype, length = unpack(buf, pos)
                 if length > limit:
                     raise reader.fail(FrameTooLargeError(ftype, length, limit))
                 stop = pos + 5 + length
                 if stop > end:
                     break
                 if ftype == _SEND and _KEY_LEN <= length <= _MAX_SEND:
-                    dst = data[pos + 5:pos + 37]
+                    dst = bytes(buf[pos + 5:pos + 37])
                     target = clients.get(dst)
                     if target is not None and not target._paused and target is not self:
                         if dst not in sent_to:
                             sent_to.add(dst)
-                        head = heads.get(length)
-                        if head is None:  # RecvPacket(src, packet) has the SendPacket's length
-                            if len(heads) > 64:
-                                heads.clear()
-                            head = heads[length] = b"\x05" + data[pos + 1:pos + 5] + src
-                        out = target._out
-                        out.append(head)
-                        out.append(view[pos + 37:stop])
+                        # the run: this frame and the whole frames right behind it with the same header and key
+                        stride = stop - pos
+                        prefix = bytes(buf[pos:pos + 37])
+                        run_end = stop
+                        while run_end + stride <= end and buf.startswith(prefix, run_end):
+                            run_end += stride
+                        n = (run_end - pos) // stride
+                        _rewrite(buf, pos, run_end, stride, n, src)
+                        target._out.append(view[pos:run_end])
                         if not target._dirty:
                             target._dirty = True
                             dirty.append(target)
-                        forwarded += 1
-                        nbytes += length - _KEY_LEN
-                        pos = stop
+                        forwarded += n
+                        nbytes += n * (length - _KEY_LEN)
+                        pos = run_end
                         continue
-                self._handle_active([Frame(ftype, data[pos + 5:stop])])
+                self._handle_active([Frame(ftype, bytes(buf[pos + 5:stop]))])
                 if self.state != _STATE_ACTIVE:
                     return
                 pos = stop
@@ -314,7 +331,7 @@ class Conn(asyncio.Protocol):
             stats.packets_forwarded += forwarded
             stats.bytes_forwarded += nbytes
         if pos < end:
-            reader.feed(data[pos:])
+            reader.feed(bytes(buf[pos:]))
 
     def _handle_active(self, frames: list[Any]) -> None:
         srv = self.server
