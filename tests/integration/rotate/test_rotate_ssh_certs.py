@@ -167,3 +167,17 @@ def test_install_rolls_back_when_sshd_rejects(tmp_path: Path) -> None:
     config.write_text(f"HostKey {d}/ssh_host_ed25519_key\nInclude {d}/sshd_config.d/*.conf\n")
     assert install_host_certs(paths, [p for p, _ in keys], reply, validate=_sshd_check(config)) is True
     assert install_host_certs(paths, [p for p, _ in keys], reply, validate=_sshd_check(config)) is False
+
+
+def test_audit_tells_missing_certificate_from_unreachable_sshd(tmp_path: Path) -> None:
+    from meshctl.rotate.audit import scan_host_cert
+    from meshctl.rotate.sshexec import SshTarget
+
+    need_root_sshd()
+    plain = start_sshd(tmp_path, "plain")
+    try:
+        assert scan_host_cert(SshTarget("plain", "127.0.0.1", plain.port)) == (None, None)
+    finally:
+        stop_sshd(plain)
+    cert, error = scan_host_cert(SshTarget("gone", "127.0.0.1", plain.port), timeout=2)
+    assert cert is None and error == f"cannot reach sshd at 127.0.0.1:{plain.port}"

@@ -168,14 +168,20 @@ def collect_workspace(ws: Workspace, now: float) -> list[KeyAudit]:
     return out
 
 
-def scan_host_cert(target: SshTarget, timeout: int = 5) -> tuple[CertInfo | None, str | None]:
-    """The ed25519 host certificate `target`'s sshd presents (ssh-keyscan -c), or (None, error)."""
+def _keyscan(target: SshTarget, timeout: int, *extra: str) -> str | None:
     try:
-        proc = subprocess.run(["ssh-keyscan", "-c", "-t", "ed25519", "-T", str(timeout), "-p", str(target.port),
+        proc = subprocess.run(["ssh-keyscan", *extra, "-t", "ed25519", "-T", str(timeout), "-p", str(target.port),
                                target.hostname], capture_output=True, text=True, timeout=timeout + 5, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return None, f"ssh-keyscan failed: {err}"
-    for line in proc.stdout.splitlines():
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout
+
+
+def scan_host_cert(target: SshTarget, timeout: int = 5) -> tuple[CertInfo | None, str | None]:
+    """The ed25519 host certificate `target`'s sshd presents (ssh-keyscan -c): (cert, None), (None, None) when
+    sshd answers without a certificate, (None, error) when sshd cannot be reached or sends a bad one."""
+    out = _keyscan(target, timeout, "-c") or ""
+    for line in out.splitlines():
         parts = line.split()  # with -c: "<type>-cert-v01@openssh.com <base64> [# host banner]"
         for i, word in enumerate(parts[:-1]):
             if word.endswith("-cert-v01@openssh.com"):
@@ -183,9 +189,10 @@ def scan_host_cert(target: SshTarget, timeout: int = 5) -> tuple[CertInfo | None
                     return parse_certificate(f"{word} {parts[i + 1]}"), None
                 except SshCertError as err:
                     return None, str(err)
-    if proc.returncode != 0 and not proc.stdout.strip():
-        return None, f"cannot reach sshd at {target.hostname}:{target.port}"
-    return None, None
+    # no certificate: tell "sshd has none" from "sshd did not answer" with a plain key scan
+    if "ssh-ed25519" in (_keyscan(target, timeout) or ""):
+        return None, None
+    return None, f"cannot reach sshd at {target.hostname}:{target.port}"
 
 
 def collect_host_certs(targets: Sequence[SshTarget], now: float, policy: RotationPolicy,
