@@ -254,9 +254,14 @@ def test_expiry_removes_node_from_peers_and_rotation_restores_it(control: Runnin
         while not (wb.frames[-1].node is not None and wb.frames[-1].node.expired) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert wb.frames[-1].node is not None and wb.frames[-1].node.expired
-        # a rotates to a fresh key (allowed while expired) and comes back; b stays expired
+        # an expired key cannot renew itself (whoever holds an old key could otherwise keep it alive forever):
+        # rotation is refused, and a new auth key brings the machine back with its id; b stays expired
         new_a = NodePrivateKey.generate()
-        res = await ca.register(new_a, old_node_key=ka, hostinfo=hostinfo("stay"))
+        with pytest.raises(RegistrationError) as refused:
+            await ca.register(new_a, old_node_key=ka, hostinfo=hostinfo("stay"))
+        assert refused.value.code == "node_key_expired"
+        fresh = make_authkey(control)  # made after the clock jump: the first key has expired too
+        res = await ca.register(new_a, auth_key=fresh, hostinfo=hostinfo("stay"))
         assert res.node is not None and not res.node_key_expired and res.node.id == ida
         wa2 = await Watcher(ca, new_a).start()
         assert idb not in wa2.netmap.peers
@@ -266,7 +271,7 @@ def test_expiry_removes_node_from_peers_and_rotation_restores_it(control: Runnin
         r = await cb.register(kb, hostinfo=hostinfo("old"))
         assert r.node_key_expired
         new_b = NodePrivateKey.generate()
-        await cb.register(new_b, old_node_key=kb, hostinfo=hostinfo("old"))
+        await cb.register(new_b, auth_key=fresh, hostinfo=hostinfo("old"))
         await wa2.until(lambda m: idb in m.peers and m.peers[idb].node_key == new_b.public_key())
         await wa.stop()
         await wa2.stop()
@@ -457,4 +462,22 @@ def test_a_change_touches_only_the_streams_that_see_it(control: RunningControl) 
         assert await asyncio.to_thread(_metric, control, 'meshctl_control_map_frames_sent_total') > frames_before
         for w in watchers:
             await w.stop()
+    run(go())
+
+
+def test_deleting_a_node_ends_its_own_stream(control: RunningControl) -> None:
+    authkey = make_authkey(control)
+    key = admin_key(control)
+
+    async def go() -> None:
+        ca, ka, _ida = await join(control, authkey, "witness")
+        cb, kb, idb = await join(control, authkey, "deleted")
+        wa = await Watcher(ca, ka).start()
+        wb = await Watcher(cb, kb).start()
+        r = await asyncio.to_thread(api, control, key, "DELETE", f"/api/v1/nodes/{idb}")
+        assert r.status_code == 200
+        await wa.until(lambda m: idb not in m.peers)
+        assert wb.task is not None
+        await asyncio.wait_for(wb.task, 10)  # the deleted node's stream ends instead of idling forever
+        await wa.stop()
     run(go())

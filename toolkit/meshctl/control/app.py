@@ -168,6 +168,8 @@ def create_app(config: ControlConfig, store: Store, control_key: ControlPrivateK
                     except TimeoutError:
                         break
                 session.wake.clear()
+                if session.node_id not in service.registry.nodes:
+                    return  # the node was deleted: end its stream (its next map request is refused)
                 t = time.perf_counter()
                 frame = service.mapper.delta_frame(session, clock())
                 if frame is not None:

@@ -186,6 +186,13 @@ class ControlService:
             raise ServiceError(403, "unknown_old_node_key", "oldNodeKey is not this machine's current node key")
         if req.node_key == node.node_key:
             return self._response(node, now)
+        # Rotation renews a key that is still good; an expired or unapproved node must register again with an
+        # auth key, otherwise whoever holds an old (possibly stolen) node key could keep it alive forever.
+        if not node.authorized:
+            raise ServiceError(403, "not_authorized", "this machine is not approved yet: an admin must approve it")
+        if node.is_expired(now):
+            raise ServiceError(403, "node_key_expired",
+                               "the node key has expired: register again with a new auth key")
         if not req.old_node_key_proof:
             raise ServiceError(403, "bad_rotation_proof", "rotation needs oldNodeKeyProof")
         problem = verify_rotation_proof(req.old_node_key_proof, node.node_key, req.node_key, self.control_key, now,
