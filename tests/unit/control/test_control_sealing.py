@@ -51,6 +51,8 @@ def test_refusal_codes() -> None:
     assert code_of(opener, header, box.seal(b"[1, 2]")) == "bad_json"
     assert code_of(opener, header, box.seal(json.dumps({"time": "now"}).encode())) == "bad_time"
     assert code_of(opener, header, box.seal(json.dumps({"time": True}).encode())) == "bad_time"
+    assert code_of(opener, header, box.seal(b"{\"time\": NaN}")) == "bad_time"  # Python json accepts NaN
+    assert code_of(opener, header, box.seal(b"{\"time\": Infinity}")) == "bad_time"
 
 
 def test_sealed_to_another_control_key() -> None:

@@ -10,6 +10,7 @@ frames `uint32 little-endian length ‖ nonce ‖ box(json MapResponse)`.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -118,8 +119,8 @@ class RequestOpener:
         if not isinstance(payload, dict):
             raise SealError(f"request JSON must be an object, got {type(payload).__name__}", "bad_json")
         t = payload.get("time")
-        if isinstance(t, bool) or not isinstance(t, int | float):
-            raise SealError("request has no numeric 'time' field", "bad_time")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise SealError("request has no numeric 'time' field", "bad_time")  # NaN would pass any window
         if abs(now - t) > self.window:
             raise SealError(f"request time is {now - t:+.0f} s off the server clock (window ±{self.window:.0f} s)",
                             "stale_time")
