@@ -39,6 +39,20 @@ def test_full_then_deltas() -> None:
     assert 99 not in nm.peers
 
 
+def test_packet_filter_absent_allows_all_empty_denies_all_delta_keeps() -> None:
+    from meshctl.wire import FilterRule, NetPortRange, PortRange
+
+    s = NetMapState()
+    assert s.apply(full(1)).packet_filter is None  # no policy: allow all
+    rule = FilterRule(src_ips=("100.64.0.2",), dst_ports=(NetPortRange("*", PortRange(22, 22)),))
+    deny_all = MapResponse(seq=1, node=node(1), peers=(), dns=DNSConfig(domain="m"), packet_filter=())
+    assert NetMapState().apply(deny_all).packet_filter == ()
+    s2 = NetMapState()
+    s2.apply(MapResponse(seq=1, node=node(1), peers=(), dns=DNSConfig(domain="m"), packet_filter=(rule,)))
+    assert s2.apply(MapResponse(seq=2, keep_alive=True)).packet_filter == (rule,)  # delta: unchanged
+    assert s2.apply(MapResponse(seq=3, packet_filter=())).packet_filter == ()
+
+
 def test_first_frame_must_be_full() -> None:
     s = NetMapState()
     with pytest.raises(MapSequenceError, match="first map frame \\(seq 1\\) is not a full netmap"):

@@ -56,7 +56,7 @@ def test_full_frame_has_everything_and_parses() -> None:
     frame = MapResponse.from_json(json.loads(mapper.full_frame(s, NOW)))
     assert frame.node is not None and frame.node.id == 1 and frame.node.fqdn == "n1.m.test"
     assert frame.peers is not None and sorted(p.id for p in frame.peers) == [2, 3, 4]  # not pending 5, expired 6
-    assert frame.dns is not None and frame.derp_map is not None and frame.packet_filter == ()
+    assert frame.dns is not None and frame.derp_map is not None and frame.packet_filter is None
 
 
 def test_change_touches_each_other_stream_once_and_coalesces() -> None:

@@ -46,7 +46,8 @@ class Services:
 
     async def update(self, netmap: NetMap) -> None:
         if self.filter is not None:
-            rules = [r.to_json() for r in netmap.packet_filter] if netmap.packet_filter else None
+            # None: no policy, allow all; an empty tuple: deny all (docs/contracts.md)
+            rules = None if netmap.packet_filter is None else [r.to_json() for r in netmap.packet_filter]
             try:
                 await asyncio.to_thread(self.filter.apply, rules)
             except MeshctlError as err:

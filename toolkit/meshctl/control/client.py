@@ -22,7 +22,8 @@ Exact API::
             # "unknown_node_key" / "unknown_machine" (register first)), ControlUnreachableError on
             # connection loss or when the server ends the stream (e.g. after a last frame whose self node
             # has expired=True, or when a newer stream of the same node replaced it), FrameError/SealError on
-            # a corrupt stream. The first frame is always full; packetFilter empty = no policy, allow all.
+            # a corrupt stream. The first frame is always full.
+            # packetFilter absent = no policy (allow all), [] = deny all.
         def map_stream_raw(self, request: MapRequest) -> AsyncIterator[bytes]
             # as map_stream, but yields each frame's opened JSON text undecoded (benchmarks, tools)
         async def update(self, request: MapRequest) -> None

@@ -103,7 +103,9 @@ class Mapper:
                                        if reg.policy.can_see(me, p, now))))
         fields.append(("derpMap", self._derp_json))
         fields.append(("dns", self._dns_json))
-        fields.append(("packetFilter", _dumps([r.to_json() for r in reg.policy.packet_filter(me)])))
+        rules = reg.policy.packet_filter(me)
+        if rules is not None:  # absent from a full map = no policy, allow all; [] would deny all
+            fields.append(("packetFilter", _dumps([r.to_json() for r in rules])))
         ssh = self.ssh_config(me)
         if ssh is not None:
             fields.append(("ssh", _dumps(ssh.to_json())))

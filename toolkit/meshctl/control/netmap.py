@@ -24,7 +24,7 @@ class NetMap:
     peers: dict[int, Node] = field(default_factory=dict)
     derp_map: DERPMap | None = None
     dns: DNSConfig | None = None
-    packet_filter: tuple[FilterRule, ...] = ()
+    packet_filter: tuple[FilterRule, ...] | None = None  # None: no policy, allow all; (): deny all
     ssh: SSHConfig | None = None
 
     def peer_by_name(self, name: str) -> Node | None:
@@ -56,7 +56,7 @@ class NetMapState:
             assert frame.peers is not None and frame.node is not None
             new = NetMap(
                 seq=frame.seq, self_node=frame.node, peers={p.id: p for p in frame.peers},
-                derp_map=frame.derp_map, dns=frame.dns, packet_filter=frame.packet_filter or (), ssh=frame.ssh,
+                derp_map=frame.derp_map, dns=frame.dns, packet_filter=frame.packet_filter, ssh=frame.ssh,
             )
         else:
             assert cur is not None

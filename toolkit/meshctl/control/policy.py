@@ -24,5 +24,6 @@ class PeerPolicy:
         """Online nodes whose map may change when `node_id` changes (it may have been or become visible)."""
         return (nid for nid in online if nid != node_id)
 
-    def packet_filter(self, viewer: NodeRecord) -> tuple[FilterRule, ...]:
-        return ()
+    def packet_filter(self, viewer: NodeRecord) -> tuple[FilterRule, ...] | None:
+        """`viewer`'s inbound rules; None = no policy yet (allow all mesh traffic), () = deny all."""
+        return None

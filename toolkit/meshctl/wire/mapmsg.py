@@ -5,7 +5,8 @@ A MapResponse is either full (first frame of a stream: `peers` set, plus `node`,
 `node`), or a keep-alive (`keepAlive: true`, nothing else). Every frame carries `seq`, increasing by
 one per frame within a stream, and `controlTime`.
 
-`packetFilter`: absent/null = unchanged; an empty list = no policy yet, allow all mesh traffic.
+`packetFilter` (Tailscale's semantics): in a full map, absent/null = no policy, allow all mesh traffic, and
+an empty list = deny all; in a delta, absent/null = unchanged.
 """
 
 from __future__ import annotations
