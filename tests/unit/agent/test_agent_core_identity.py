@@ -169,3 +169,19 @@ def test_rotation_interrupted_after_the_server_accepted_is_completed_at_start(tm
 def test_rotation_is_due_a_day_before_expiry(expiry_in: timedelta | None, due: bool) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert identity.rotation_due(None if expiry_in is None else now + expiry_in, now, timedelta(days=1)) is due
+
+
+def test_auth_key_in_a_read_only_place_does_not_stop_registration(tmp_path: Path) -> None:
+    c = cfg(tmp_path)
+    write_auth(c)
+
+    def read_only(path: Path) -> None:  # like a systemd credential under /run/credentials
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    ident = identity.load_identity(c)
+    res = asyncio.run(identity.register(c, ident, FakeControl(), discard=read_only))  # type: ignore[arg-type]
+    assert res.machine_authorized and c.auth_key_file.exists()
+    # the restart uses node.key and never needs (or re-sends) the spent auth key
+    ctl = FakeControl(known=ident.node.public_key() if ident.node else None)
+    asyncio.run(identity.register(c, identity.load_identity(c), ctl))  # type: ignore[arg-type]
+    assert ctl.calls[-1]["auth"] is None

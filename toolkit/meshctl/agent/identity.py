@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -80,8 +81,13 @@ def _read_auth_key(cfg: AgentConfig) -> str | None:
     return path.read_text().strip() or None
 
 
-async def register(cfg: AgentConfig, ident: Identity, client: ControlClient) -> RegisterResult:
-    """Register (or confirm) this node; on first registration consume the auth key file."""
+def _delete(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def register(cfg: AgentConfig, ident: Identity, client: ControlClient, *,
+                   discard: Callable[[Path], None] = _delete) -> RegisterResult:
+    """Register (or confirm) this node; on first registration consume the auth key file (`discard`)."""
     info = hostinfo(cfg)
     next_path = cfg.node_key_path.with_name("node.key.next")
     if next_path.exists():
@@ -115,8 +121,13 @@ async def register(cfg: AgentConfig, ident: Identity, client: ControlClient) -> 
         raise RegistrationError("control server did not authorize this machine (pending approval?)",
                                 hint="approve it with meshctl admin nodes approve, or use a valid auth key")
     if auth_key is not None:
-        cfg.auth_key_file.unlink(missing_ok=True)
-        log.info("identity: registered as %s; auth key file consumed", res.node.name if res.node else "?")
+        try:
+            discard(cfg.auth_key_file)
+            log.info("identity: registered as %s; auth key file consumed", res.node.name if res.node else "?")
+        except OSError as err:
+            # e.g. a read-only systemd credential: the key is spent at the server anyway, and a restart
+            # never reads it again because node.key now exists
+            log.warning("identity: registered, but could not delete %s (%s)", cfg.auth_key_file, err.strerror)
     return res
 
 
