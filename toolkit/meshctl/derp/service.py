@@ -103,6 +103,10 @@ class Relay:
                  if cfg.verify_url else ", admission off",
                  f", mesh with {len(cfg.mesh_with)} peer(s)" if cfg.mesh_with else "",
                  " (new key file written)" if self.key_created else "")
+        if not cfg.verify_url:
+            log.warning("DERP admission is OFF: any client can relay through this server. Point --verify-url at the "
+                        "control server's /derp/verify (meshctl deploy and the NixOS module do) to admit only "
+                        "registered nodes")
 
     def _copy_stun_stats(self) -> None:
         if self.server is not None and self.stun is not None:
