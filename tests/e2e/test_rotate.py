@@ -169,7 +169,7 @@ def test_node_keys_rotate_while_ping_runs(lab: LabState, mesh: dict[str, str]) -
         t0 = time.monotonic()
         while lab.run(src, f"ping -c 1 -W 1 {mesh[dst]}", timeout=20).returncode != 0:
             if time.monotonic() - t0 > 90:
-                evidence = {h: lab.run(h, "wg show mesh0; meshctl status", timeout=30).stdout[-1500:]
+                evidence = {h: lab.run(h, "wg show mesh0; /opt/meshctl/bin/meshctl status", timeout=30).stdout[-1500:]
                             for h in (src, dst)}
                 pytest.fail(f"{src} cannot reach {dst} over the mesh 90 s after the rotation; {evidence}")
         print(f"{src} -> {dst} reachable {time.monotonic() - t0:.1f}s after the rotation ended")
