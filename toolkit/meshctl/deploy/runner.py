@@ -58,6 +58,12 @@ class DeployOptions:
     parallel: int = 50
 
 
+def _conditions_hold(conditions: Any) -> bool:
+    """pyinfra's `_if`: one callable or a list of them, all of which must hold."""
+    checks = conditions if isinstance(conditions, list | tuple) else [conditions]
+    return all(bool(check()) for check in checks)
+
+
 class _Reporter(BaseStateCallback):
     """pyinfra state callback feeding live progress and collecting connect errors."""
 
@@ -234,6 +240,7 @@ class Deployment:
             self.progress.phase_finished(label)
 
     def _collect(self, state: Any, host: Any, role: str, op_hashes: list[str]) -> None:
+        from pyinfra.connectors.util import CommandOutput
         from pyinfra.context import ctx_host, ctx_state
 
         result = self.hosts[host.name]
@@ -246,7 +253,11 @@ class Deployment:
             conditional = bool(od.global_arguments.get("_if"))
             if self.options.dry_run:
                 with ctx_state.use(state), ctx_host.use(host):
-                    ops.append((name, bool(meta.will_change), True, conditional))
+                    will = bool(meta.will_change) and (not conditional or _conditions_hold(od.global_arguments["_if"]))
+                # this plan is never executed: record the predicted outcome as the op's result, so that
+                # later `_if` conditions (restart if the config changed) are evaluated against it exactly
+                meta.set_complete(True, ["(dry run)"] if will else [], CommandOutput([]))
+                ops.append((name, will, True, conditional))
             elif meta.is_complete():
                 ok = bool(meta.did_succeed())
                 ops.append((name, ok and meta.executed, ok, False))
@@ -257,10 +268,6 @@ class Deployment:
                 ops.append((name, False, False, False))
                 if error is None and host in state.failed_hosts:
                     error = f"{name} not run (host failed earlier)"
-        if self.options.dry_run:
-            # guarded operations (restarts, reloads) would only run if something else in the role changes
-            any_change = any(changed for _, changed, _, cond in ops if not cond)
-            ops = [(n, changed and (any_change or not cond), ok, cond) for n, changed, ok, cond in ops]
         result.ops.extend(OpResult(role, n, changed, ok) for n, changed, ok, _ in ops)
         if error is not None:
             self._fail(host.name, role, error)
