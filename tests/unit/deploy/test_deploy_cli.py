@@ -62,3 +62,24 @@ def test_result_json_counts_changed_operations() -> None:
     assert not result.ok
     assert DeployResult({"a": HostResult("a", [OpResult("common", "venv", False, True)])}).to_json()["changed"] == 0
     assert summary_table(result).row_count == 2
+
+
+def test_rich_progress_shows_each_host_and_its_failure() -> None:
+    import io
+
+    from rich.console import Console
+
+    from meshctl.deploy import RichProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=160)
+    with RichProgress(console, enabled=True) as progress:
+        progress.phase_started("common", {"a": 2, "b": 2})
+        progress.op_done("a", "common", "virtualenv /opt/meshctl", False, True)
+        progress.op_done("a", "common", "install meshctl 0.1.0", True, True)
+        progress.host_failed("b", "common", "unreachable: timed out")
+        progress.phase_finished("common")
+        tasks = {t.fields["host"]: t for t in progress.progress.tasks}
+    assert tasks["a"].completed == 2 and tasks["a"].description == "done"
+    assert tasks["b"].description == "FAILED: unreachable: timed out"
+    assert "FAILED: unreachable: timed out" in out.getvalue()
