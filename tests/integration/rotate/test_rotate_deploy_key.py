@@ -111,3 +111,27 @@ def test_unreachable_host_fails_preflight_and_changes_nothing(two_sshds: tuple[P
         rotate_deploy_key(targets_from_inventory(inv), key, runner=SshRunner(), comment="x")
     assert {s.name: s.authorized_keys.read_text() for s in (a, b)} == before
     assert not key.with_name(key.name + ".new").exists()
+
+
+def test_rerun_after_a_crash_past_the_switch_finishes_the_removal(two_sshds: tuple[PrivateSshd, PrivateSshd],
+                                                                  tmp_path: Path) -> None:
+    from meshctl.workspace import generate_ssh_keypair
+
+    a, b = two_sshds
+    key, inv = _setup(tmp_path, a, b)
+    # the state a crash right after the switch leaves: both keys on every host, KEY = new, KEY.old = old
+    old_public = public_line_of(key)
+    old_path = key.with_name(key.name + ".old")
+    os.replace(key, old_path)
+    os.replace(key.with_name(key.name + ".pub"), old_path.with_name(old_path.name + ".pub"))
+    new_line = generate_ssh_keypair(key, "meshctl-deploy@t")
+    for s in (a, b):
+        s.authorized_keys.write_text(s.authorized_keys.read_text() + new_line + "\n")
+    result = rotate_deploy_key(targets_from_inventory(inv), key, runner=SshRunner(), comment="x")
+    assert result.resumed and result.complete
+    assert result.new_public == " ".join(new_line.split()[:2]) and result.old_public == old_public
+    assert not old_path.exists()
+    for s in (a, b):
+        text = s.authorized_keys.read_text()
+        assert old_public.split()[1] not in text and new_line.split()[1] in text and OTHER in text
+        assert _login(s, key, tmp_path / "known_hosts") == 0
