@@ -116,6 +116,8 @@ class Mesh:
     agents: dict[str, Agent] = field(default_factory=dict)
     control: Proc | None = None
     derp: Proc | None = None
+    regions: list[int] = field(default_factory=list)
+    agent_extra: dict[str, str] = field(default_factory=dict)  # agent name -> extra TOML lines
     control_key: str = ""
     admin_key: str = ""
 
@@ -210,23 +212,22 @@ db = "sqlite:///{cdir}/state/control.db"
 domain = "mesh.test"
 keepalive_interval = "10s"
 
-[[derp.regions]]
-id = 900
-code = "test"
-name = "Test"
-  [[derp.regions.nodes]]
-  name = "900a"
-  host_name = "{HUB_IP}"
-  ipv4 = "{HUB_IP}"
-  derp_port = 8443
-  stun_port = 3478
-  plain_http = true
-''')
+{self._regions_toml()}''')
         self.control = self.spawn(self.hub, "control", control_serve_argv(cfg))
         pub = cdir / "state" / "control.pub"
         wait_for("control server up", lambda: self.control is not None and self.control.alive() and pub.exists()
                  and self._http_ok(f"http://{HUB_IP}:8080/key"), timeout=30)
         self.control_key = pub.read_text().strip()
+
+    def _regions_toml(self) -> str:
+        out = ""
+        for region in self.regions or [900]:
+            off = region - 900
+            out += (f'[[derp.regions]]\nid = {region}\ncode = "r{region}"\nname = "Region {region}"\n'
+                    f'  [[derp.regions.nodes]]\n  name = "{region}a"\n  host_name = "{HUB_IP}"\n'
+                    f'  ipv4 = "{HUB_IP}"\n  derp_port = {8443 + off}\n  stun_port = {3478 + off}\n'
+                    '  plain_http = true\n')
+        return out
 
     def _http_ok(self, url: str) -> bool:
         out = subprocess.run(["ip", "netns", "exec", self.hub, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -239,14 +240,20 @@ name = "Test"
         self.procs.remove(self.control)
         self.start_control()
 
-    def start_derp(self) -> None:
-        ddir = self.root / "derp"
+    def start_derp(self, region: int = 900) -> None:
+        """A DERP relay (+ STUN) for `region`: region 900 on :8443/:3478, 901 on :8444/:3479, …"""
+        off = region - 900
+        ddir = self.root / f"derp{region}"
         ddir.mkdir(mode=0o700, exist_ok=True)
-        self.derp = self.spawn(self.hub, "derp", [
-            MESHCTL, "derp", "serve", "--listen", f"{HUB_IP}:8443", "--stun-listen", f"{HUB_IP}:3478",
-            "--key-file", str(ddir / "derp.key"), "--region-id", "900"])
-        wait_for("DERP server up", lambda: self._http_ok(f"http://{HUB_IP}:8443/generate_204")
-                 or self._http_ok(f"http://{HUB_IP}:8443/derp/probe"), timeout=30)
+        proc = self.spawn(self.hub, "derp" if region == 900 else f"derp{region}", [
+            MESHCTL, "derp", "serve", "--listen", f"{HUB_IP}:{8443 + off}", "--stun-listen", f"{HUB_IP}:{3478 + off}",
+            "--key-file", str(ddir / "derp.key"), "--region-id", str(region)])
+        if region == 900:
+            self.derp = proc
+        if region not in self.regions:
+            self.regions.append(region)
+        wait_for("DERP server up", lambda: self._http_ok(f"http://{HUB_IP}:{8443 + off}/generate_204")
+                 or self._http_ok(f"http://{HUB_IP}:{8443 + off}/derp/probe"), timeout=30)
 
     def mint_auth_key(self, reusable: bool = True) -> str:
         from meshctl.control.config import load_config
@@ -272,7 +279,7 @@ socket = "{a.socket}"
 hostname = "{a.name}"
 magic_dns = true
 packet_filter = true
-''')
+''' + self.agent_extra.get(a.name, ""))
         return cfg
 
     def start_agent(self, a: Agent, auth_key: str | None = None) -> None:
