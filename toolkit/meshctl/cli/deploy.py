@@ -43,6 +43,11 @@ def deploy(
         emit_json(result.to_json())
     else:
         console.print(summary_table(result))
+        if dry_run:
+            for name, host in sorted(result.hosts.items()):
+                for op in host.ops:
+                    if op.changed:
+                        console.print(f"would change: {name}: {op.role}: {op.name}", markup=False)
         for name in result.failed:
             err_console.print(f"failed: {name}: {result.hosts[name].error}", markup=False)
     if not result.ok:
