@@ -106,3 +106,48 @@ def test_stopped_agent_is_reported_not_raised(tmp_path: Path) -> None:
     paths = SshPaths(ssh_dir=tmp_path / "nossh", dropin=tmp_path / "d.conf", user_ca=tmp_path / "ca.pub")
     node, _ = asyncio.run(run_host_jobs(cfg, RotationPolicy(), NOW, paths=paths, status=status, rotate=rotate))
     assert node.action == "failed" and "rotation failed" in node.reason
+
+
+def test_host_cert_keeper_paces_retries_and_never_raises(tmp_path: Path) -> None:
+    import subprocess
+
+    from meshctl.agent.sshcert import HostCertKeeper, HostCertOutcome, SshCertAgentError
+    from meshctl.keys.sshca import Due
+
+    ssh = tmp_path / "ssh"
+    ssh.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "ssh_host_ed25519_key")],
+                   check=True)
+    paths = SshPaths(ssh_dir=ssh, dropin=tmp_path / "d.conf", user_ca=tmp_path / "ca.pub")
+    now = [0.0]
+    calls: list[float] = []
+    fail = [True]
+
+    async def ensure(cfg: AgentConfig, renew_before: int, *, paths: SshPaths) -> HostCertOutcome:
+        calls.append(now[0])
+        if fail[0]:
+            raise SshCertAgentError("cannot reach control server")
+        return HostCertOutcome(Due("host-cert", True, 0.0, "no host certificate installed"), True, True, 123)
+
+    keeper = HostCertKeeper(_cfg(tmp_path, 0), paths=paths, clock=lambda: now[0], ensure=ensure)
+    assert asyncio.run(keeper.tick()) is None  # failure: logged, retried after a minute
+    now[0] = 30
+    asyncio.run(keeper.tick())
+    assert calls == [0.0]
+    now[0], fail[0] = 61, False
+    out = asyncio.run(keeper.tick())
+    assert out is not None and out.renewed and calls == [0.0, 61]
+    now[0] = 61 + 599
+    asyncio.run(keeper.tick())
+    assert calls == [0.0, 61]  # next check only after the 10 min interval
+    now[0] = 61 + 600
+    asyncio.run(keeper.tick())
+    assert calls == [0.0, 61, 661]
+
+
+def test_host_cert_keeper_without_sshd_disables_itself(tmp_path: Path) -> None:
+    from meshctl.agent.sshcert import HostCertKeeper
+
+    paths = SshPaths(ssh_dir=tmp_path / "none", dropin=tmp_path / "d.conf", user_ca=tmp_path / "ca.pub")
+    keeper = HostCertKeeper(_cfg(tmp_path, 0), paths=paths)
+    assert asyncio.run(keeper.tick()) is None and keeper.disabled

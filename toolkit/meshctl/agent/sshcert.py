@@ -14,22 +14,25 @@ its renewal margin is left (`meshctl.keys.sshca.cert_due`: a third of its validi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from ..errors import MeshctlError
 from ..keys import ControlPublicKey, MachinePrivateKey, load_private_key
 from ..keys.sshca import CertInfo, Due, SshCertError, cert_due, parse_certificate
 from .config import AgentConfig
 from .errors import AgentError
 
 __all__ = [
+    "HostCertKeeper",
     "HostCertOutcome",
     "HostCertReply",
     "SshCertAgentError",
@@ -42,6 +45,9 @@ __all__ = [
     "render_dropin",
     "request_host_certs",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class SshCertAgentError(AgentError):
@@ -233,3 +239,46 @@ async def ensure_host_cert(cfg: AgentConfig, renew_before: int, *, force: bool =
     changed = install_host_certs(paths, [p for p, _ in keys], reply, validate=validate)
     unit = reload() if changed and reload is not None else None
     return HostCertOutcome(due, True, changed, reply.valid_before, unit)
+
+
+class HostCertKeeper:
+    """For the daemon: keeps this host's certificate fresh without ever disturbing the data plane.
+
+    Call `await keeper.tick()` after registration and on every netmap update: it checks at most once per
+    `interval` (10 min) or `retry` after a failure (1 min), renews when due, and logs instead of raising.
+    Hosts without sshd (no host keys) are checked once and then left alone.
+    """
+
+    def __init__(self, cfg: AgentConfig, renew_before: int = 10 * 86400, *, interval: float = 600.0,
+                 retry: float = 60.0, paths: SshPaths = SshPaths(), clock: Callable[[], float] = time.monotonic,
+                 ensure: Callable[..., Awaitable[HostCertOutcome]] | None = None) -> None:
+        self.cfg = cfg
+        self.renew_before = renew_before
+        self.interval = interval
+        self.retry = retry
+        self.paths = paths
+        self.clock = clock
+        self._ensure = ensure or ensure_host_cert
+        self._next = 0.0
+        self.disabled = False
+        self.last: HostCertOutcome | None = None
+
+    async def tick(self) -> HostCertOutcome | None:
+        now = self.clock()
+        if self.disabled or now < self._next:
+            return None
+        if not collect_host_keys(self.paths):
+            self.disabled = True
+            log.info("sshcert: no SSH host keys in %s; host certificates disabled", self.paths.ssh_dir)
+            return None
+        try:
+            out = await self._ensure(self.cfg, self.renew_before, paths=self.paths)
+        except MeshctlError as err:
+            self._next = now + self.retry
+            log.warning("sshcert: %s", err)
+            return None
+        self._next = now + self.interval
+        self.last = out
+        if out.renewed:
+            log.info("sshcert: host certificate renewed (%s), valid until %s", out.due.reason, out.valid_before)
+        return out
