@@ -296,6 +296,7 @@ class Deployment:
         control = self.plan.control_host
         target = control in self.hosts
         if target and self.hosts[control].failed:
+            self._control_down(f"control host {control} failed")
             return
         with self._connected("control", [control]) as (state, active, reporter):
             if control not in active:
