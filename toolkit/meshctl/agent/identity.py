@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .. import __version__
-from ..control.client import ControlClient, ControlError, RegisterResult
+from ..control.client import ControlClient, ControlHTTPError, RegisterResult
 from ..keys import (
     DiscoPrivateKey,
     MachinePrivateKey,
@@ -99,27 +99,36 @@ async def register(cfg: AgentConfig, ident: Identity, client: ControlClient, *,
                 next_path.replace(cfg.node_key_path)
                 ident.node = nxt
                 return res
-        except ControlError as err:
+        except ControlHTTPError as err:  # refused: the server holds the old key (unreachable: retry later)
             log.warning("identity: interrupted rotation not accepted (%s); keeping the old key", err)
         next_path.unlink(missing_ok=True)
+    expired = False
     if ident.node is not None:
         res = await client.register(ident.node, hostinfo=info)
         if res.machine_authorized and not res.node_key_expired:
             return res
-        if res.node_key_expired:
-            log.warning("identity: node key expired; registering a new one with proof of the old")
-            return await rotate(cfg, ident, client)
+        expired = res.node_key_expired
     auth_key = _read_auth_key(cfg)
-    if ident.node is None:
+    if expired and auth_key is None:
+        # An expired key cannot renew itself (the server refuses rotation then): a new auth key is needed.
+        raise RegistrationError(f"this node's key has expired and {cfg.auth_key_file} does not exist",
+                                hint="put a new one-off auth key there (meshctl deploy mints one for such nodes)")
+    if ident.node is None or expired:
         if auth_key is None:
             raise RegistrationError(f"this node is not registered and {cfg.auth_key_file} does not exist",
-                                    hint="mint a one-off auth key (meshctl admin authkey create) into that file")
-        ident.node = NodePrivateKey.generate()
-        write_private_key(cfg.node_key_path, ident.node)
-    res = await client.register(ident.node, auth_key=auth_key, hostinfo=info)
+                                    hint="mint a one-off auth key (meshctl control authkey) into that file")
+        candidate = NodePrivateKey.generate()
+    else:
+        candidate = ident.node
+    res = await client.register(candidate, auth_key=auth_key, hostinfo=info)
     if not res.machine_authorized:
         raise RegistrationError("control server did not authorize this machine (pending approval?)",
-                                hint="approve it with meshctl admin nodes approve, or use a valid auth key")
+                                hint="approve it with meshctl nodes approve, or use a valid auth key")
+    if candidate is not ident.node:
+        # node.key is written only once the server accepted it: its presence means "registered"
+        # (the deploy relies on that to decide whether a node needs an auth key)
+        write_private_key(cfg.node_key_path, candidate)
+        ident.node = candidate
     if auth_key is not None:
         try:
             discard(cfg.auth_key_file)
@@ -141,9 +150,11 @@ async def rotate(cfg: AgentConfig, ident: Identity, client: ControlClient) -> Re
     write_private_key(next_path, new)
     try:
         res = await client.register(new, old_node_key=old, hostinfo=hostinfo(cfg))
-    except BaseException:
-        next_path.unlink(missing_ok=True)
+    except ControlHTTPError:
+        next_path.unlink(missing_ok=True)  # a definite refusal: the server kept the old key
         raise
+    # Any other failure (connection lost, cancelled) leaves it unknown whether the server switched keys:
+    # node.key.next stays, and the next register() asks the server which of the two keys it holds.
     if not res.machine_authorized:
         next_path.unlink(missing_ok=True)
         raise RegistrationError("control server refused the rotated node key")
