@@ -79,6 +79,23 @@ async def _register(server: Server, machine: MachinePrivateKey, node: NodePrivat
         return await c.register(node, auth_key=auth, hostinfo=HostInfo(hostname="web-1"))
 
 
+def test_a_node_cannot_claim_another_hosts_name_in_its_certificate(server: Server) -> None:
+    first_m, second_m = MachinePrivateKey.generate(), MachinePrivateKey.generate()
+
+    async def go() -> Any:
+        await _register(server, first_m, NodePrivateKey.generate())  # owns the name web-1
+        # the second machine reports the same hostname (and keeps reporting it on every request)
+        second = await _register(server, second_m, NodePrivateKey.generate())
+        reply = await request_host_certs(server.url, server.key.public_key(), second_m, [_pub()])
+        return second, reply
+
+    second, reply = asyncio.run(go())
+    principals = list(parse_certificate(reply.certificates[0]).principals)
+    assert second.node.name != "web-1"
+    assert "web-1" not in principals and "web-1.mesh.internal" not in principals
+    assert principals[:2] == [second.node.name, f"{second.node.name}.mesh.internal"]
+
+
 def test_registered_node_gets_host_certificates(server: Server) -> None:
     machine, node = MachinePrivateKey.generate(), NodePrivateKey.generate()
     keys = [_pub()]

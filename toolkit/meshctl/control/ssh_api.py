@@ -130,7 +130,9 @@ def setup(app: Any) -> SshSettings | None:
         rec = service.registry.by_machine(machine)
         if rec is None:
             return None
-        return SshNodeIdentity(hostname=rec.hostinfo.hostname or rec.name, name=rec.name,
+        # Principals come only from what control assigned (the unique mesh name and addresses), never from the
+        # hostname the node reports about itself: a node could otherwise claim another host's name.
+        return SshNodeIdentity(hostname=rec.name, name=rec.name,
                                addresses=tuple(a for a in (rec.ipv4, rec.ipv6) if a), authorized=rec.authorized,
                                expired=rec.is_expired(service.clock()))
 
