@@ -37,7 +37,7 @@ from . import identity
 from .command import SubprocessRunner
 from .config import AgentConfig
 from .derplink import DerpPool
-from .errors import AgentError, RegistrationError
+from .errors import AgentError, RegistrationError, WireGuardError
 from .localapi import PeerNotFoundError
 from .magicsock import MagicSock
 from .netcheck import NetcheckReport, run_netcheck
@@ -200,7 +200,12 @@ class Agent:
                 self._reported = (request.endpoints, request.home_derp)  # the stream request carried them
             self.control_connected = True
             if not frame.keep_alive:
-                await self._apply_netmap(netmap)
+                try:
+                    await self._apply_netmap(netmap)
+                except WireGuardError as err:
+                    # e.g. one `wg set` failed: keep the link and the interface; the next netmap (or the
+                    # next reconcile) applies the diff again instead of the agent exiting and dropping mesh0
+                    log.warning("agent: could not apply netmap seq %d: %s", frame.seq, err)
 
     async def _apply_netmap(self, netmap: NetMap) -> None:
         self.netmap, self.self_node = netmap, netmap.self_node
