@@ -181,6 +181,28 @@ def test_pending_until_approved(control: RunningControl) -> None:
     run(go())
 
 
+def test_pending_machines_are_capped(control: RunningControl) -> None:
+    authkey = make_authkey(control)
+    key = admin_key(control)
+    waiting = sum(1 for n in api(control, key, "GET", "/api/v1/nodes").json() if not n["machineAuthorized"])
+    control.service.max_pending = waiting + 2
+
+    async def go() -> None:
+        for i in range(2):
+            res = await control.client().register(NodePrivateKey.generate(), hostinfo=hostinfo(f"wait{i}"))
+            assert not res.machine_authorized
+        before = len(api(control, key, "GET", "/api/v1/nodes").json())
+        with pytest.raises(RegistrationError) as info:
+            await control.client().register(NodePrivateKey.generate(), hostinfo=hostinfo("one-too-many"))
+        assert info.value.status == 429 and info.value.code == "too_many_pending"
+        assert len(api(control, key, "GET", "/api/v1/nodes").json()) == before  # nothing stored
+        await join(control, authkey, "with-key")  # a machine with an auth key is not held back
+    try:
+        run(go())
+    finally:
+        control.service.max_pending = 64
+
+
 def test_reregistration_keeps_id_and_addresses(control: RunningControl) -> None:
     authkey = make_authkey(control)
 

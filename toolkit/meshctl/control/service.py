@@ -31,6 +31,9 @@ __all__ = ["ControlService", "ServiceError", "sanitize_name"]
 
 log = logging.getLogger("meshctl.control")
 DEFAULT_USER = "default"
+#: machines that may wait for approval at once: registering without an auth key needs no secret, so without
+#: a cap anyone who can reach the server could fill the store and the address pool
+MAX_PENDING = 64
 _TAG = re.compile(r"^tag:[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -57,8 +60,10 @@ def check_tags(tags: Any) -> tuple[str, ...]:
 
 class ControlService:
     def __init__(self, config: ControlConfig, store: Store, control_key: ControlPrivateKey, *,
-                 clock: Callable[[], float] = time.time, policy: PeerPolicy | None = None) -> None:
+                 clock: Callable[[], float] = time.time, policy: PeerPolicy | None = None,
+                 max_pending: int = MAX_PENDING) -> None:
         self.config = config
+        self.max_pending = max_pending
         self.store = store
         self.control_key = control_key
         self.control_public: ControlPublicKey = control_key.public_key()
@@ -172,6 +177,11 @@ class ControlService:
                           created_at=now, hostinfo=req.hostinfo, **kw)
 
     def _register_pending(self, opened: OpenedRequest, req: RegisterRequest, now: float) -> RegisterResponse:
+        pending = sum(1 for n in self.registry.nodes.values() if not n.authorized)
+        if pending >= self.max_pending:
+            raise ServiceError(429, "too_many_pending",
+                               f"{pending} machines already wait for approval: approve or delete some "
+                               "(meshctl nodes list), or register with an auth key")
         rec = self._new_node(opened, req, now, authorized=False)
         try:
             rec = self.store.insert_node(rec)
