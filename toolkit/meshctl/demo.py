@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -72,6 +73,32 @@ def _workspace(lab_name: str, control_address: str, explicit: Path | None) -> Pa
     ws = lab_workspace(lab_name, control_address)
     console.print(f"workspace: {ws.root} (control {ws.control_url})", markup=False)
     return ws.root
+
+
+def _converge(lab_name: str) -> None:
+    """Wait until every agent lists every peer, then send one ping per pair (handshakes happen on traffic)."""
+    from .deploy.observe import mesh_ipv4, ping_matrix, wait_for_mesh
+    from .lab import load_state
+
+    lab = load_state(lab_name)
+    nodes = [h.name for h in lab.by_role("node")]
+    console.print(f"waiting for {len(nodes)} agents to see each other ...", markup=False)
+    statuses = wait_for_mesh(lab, nodes, timeout=90)
+    ping_matrix(lab, {n: ip for n, s in statuses.items() if (ip := mesh_ipv4(s))}, count=2)
+
+
+def _verify(argv: list[str], env: dict[str, str], attempts: int = 6) -> None:
+    """`meshctl verify`, retried a few times while the mesh settles; only the last report is shown."""
+    console.print("$ " + " ".join(["meshctl", *argv[len(_meshctl()):]]), markup=False, style="dim")
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode == 0 or attempt == attempts:
+            sys.stdout.write(proc.stdout)
+            sys.stderr.write(proc.stderr)
+            if proc.returncode != 0:
+                raise DemoError(f"meshctl verify failed (exit {proc.returncode}); see its report above")
+            return
+        time.sleep(5)
 
 
 def _show_mesh(lab_name: str) -> bool:
@@ -142,7 +169,8 @@ def _demo(lab_name: str, workspace: Path | None) -> int:
     _run([*meshctl, "deploy", "-i", str(inventory), "--workspace", str(ws)], env, "meshctl deploy")
     if importlib.util.find_spec("meshctl.verify") is not None:
         _step("verify")
-        _run([*meshctl, "verify", "-i", str(inventory)], env, "meshctl verify")
+        _converge(lab_name)
+        _verify([*meshctl, "verify", "-i", str(inventory)], env)
     ok = _show_mesh(lab_name)
 
     _step("look around")
