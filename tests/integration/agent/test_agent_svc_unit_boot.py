@@ -114,7 +114,8 @@ CRASH_REPORTER = """[Unit]
 After=meshctl-agent.service
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'sleep 6; cp /run/meshctl/while-running /run/meshctl/after-restart /out/; \
+ExecStart=/bin/sh -c 'for i in $(seq 120); do [ -e /run/meshctl/after-restart ] && break; sleep 0.5; done; \
+cp /run/meshctl/while-running /run/meshctl/after-restart /out/; \
 systemctl show meshctl-agent -p NRestarts > /out/restarts; systemctl poweroff'
 [Install]
 WantedBy=multi-user.target
