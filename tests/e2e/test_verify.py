@@ -159,8 +159,11 @@ def test_expired_node_key_is_named(deployed: Any) -> None:
     api_key = on("control", "/opt/meshctl/bin/meshctl control admin-key --state-dir /var/lib/meshctl/control"
                  ).stdout.strip().split()[-1]
     on("control", f"umask 077; printf %s {api_key} > /root/e2e-api-key")
-    on("control", "/opt/meshctl/bin/meshctl nodes expire node1 --control-url http://127.0.0.1:8080 "
-                  "--api-key-file /root/e2e-api-key")
+    admin = "--control-url http://127.0.0.1:8080 --api-key-file /root/e2e-api-key"
+    listed = json.loads(on("control", f"/opt/meshctl/bin/meshctl nodes list --json {admin}").stdout)
+    nodes = listed["nodes"] if isinstance(listed, dict) else listed
+    node1 = next(n for n in nodes if n["name"] == "node1")
+    on("control", f"/opt/meshctl/bin/meshctl nodes expire {node1['id']} {admin}")
 
     def named() -> bool:
         _rc, rep = verify("--limit", "node1", "--no-matrix")

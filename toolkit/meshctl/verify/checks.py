@@ -316,6 +316,9 @@ def node_peers_handshake(host: Host, ctx: CheckContext = DEFAULT_CONTEXT) -> str
     # a peer without persistent keepalive and without traffic is idle by design: WireGuard only
     # handshakes when there is something to send
     keepalive = {r[0]: r[1] for r in _wg(host, "persistent-keepalive")}
+    # a peer control reports offline (its agent is not connected) cannot answer a handshake: not this host's fault
+    offline = {k for k, name in names.items()
+               if any(p.get("name") == name and p.get("online") is False for p in status.get("peers", []))}
     remote_now = float(_run(host, "date +%s").strip())
     stale, idle = [], []
     for key, ts in rows:
@@ -323,6 +326,9 @@ def node_peers_handshake(host: Host, ctx: CheckContext = DEFAULT_CONTEXT) -> str
             continue
         age = remote_now - int(ts) if int(ts) else None
         if age is not None and age <= ctx.handshake_max_age:
+            continue
+        if key in offline:
+            idle.append(f"{names[key]} (offline)")
             continue
         if keepalive.get(key, "off") == "off":
             idle.append(names[key])
