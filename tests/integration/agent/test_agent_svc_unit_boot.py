@@ -104,9 +104,9 @@ marker = Path("/var/lib/meshctl/agent/crashed-once")
 if not marker.exists():  # first start: take over DNS, then die without cleaning up
     HostDns("corp.mesh", resolved=False).apply()
     marker.write_text("1")
-    Path("/run/meshctl/while-running").write_text(Path("/etc/resolv.conf").read_text())
+    Path("/var/lib/meshctl/agent/while-running").write_text(Path("/etc/resolv.conf").read_text())
     os.kill(os.getpid(), signal.SIGKILL)
-Path("/run/meshctl/after-restart").write_text(Path("/etc/resolv.conf").read_text())
+Path("/var/lib/meshctl/agent/after-restart").write_text(Path("/etc/resolv.conf").read_text())
 time.sleep(600)
 '''
 
@@ -114,8 +114,8 @@ CRASH_REPORTER = """[Unit]
 After=meshctl-agent.service
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'for i in $(seq 120); do [ -e /run/meshctl/after-restart ] && break; sleep 0.5; done; \
-cp /run/meshctl/while-running /run/meshctl/after-restart /out/; \
+ExecStart=/bin/sh -c 'for i in $(seq 120); do [ -e /var/lib/meshctl/agent/after-restart ] && break; sleep 0.5; done; \
+cp /var/lib/meshctl/agent/while-running /var/lib/meshctl/agent/after-restart /out/; \
 systemctl show meshctl-agent -p NRestarts > /out/restarts; systemctl poweroff'
 [Install]
 WantedBy=multi-user.target
@@ -129,9 +129,10 @@ def test_a_crashed_agents_resolv_conf_is_restored_before_the_restart(container: 
     site = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
     bindir = root / "opt/mt/bin"
     bindir.mkdir(parents=True)
-    # The container's own python3 with this checkout and the venv's (pure-Python) dependencies: the
-    # venv's interpreter may live under /root, which the unit's ProtectHome hides.
-    (bindir / "python").write_text(f'#!/bin/sh\nPYTHONPATH={repo / "toolkit"}:{site} exec /usr/bin/python3 "$@"\n')
+    # The container's own python3 with this checkout and the venv's dependencies, bound at fixed paths under
+    # /opt: the checkout may sit under /tmp (hidden by the unit's PrivateTmp) and the venv under /root
+    # (hidden by ProtectHome).
+    (bindir / "python").write_text('#!/bin/sh\nPYTHONPATH=/opt/mt/toolkit:/opt/mt/site exec /usr/bin/python3 "$@"\n')
     (bindir / "meshctl").write_text(CRASHING_AGENT)
     for exe in ("python", "meshctl"):
         (bindir / exe).chmod(0o755)
@@ -140,7 +141,7 @@ def test_a_crashed_agents_resolv_conf_is_restored_before_the_restart(container: 
     (root / "etc/resolv.conf").write_text(original)
     enable_unit(root, "meshctl-agent.service", agent_unit_text(exec_path="/opt/mt/bin/meshctl"))
     enable_unit(root, "svc-report.service", CRASH_REPORTER)
-    boot(container, f"--bind-ro={repo}", f"--bind-ro={Path(sys.prefix)}")
+    boot(container, f"--bind-ro={repo / 'toolkit'}:/opt/mt/toolkit", f"--bind-ro={site}:/opt/mt/site")
 
     out = container / "out"
     # at least one restart by Restart=; under load a slow first start may be restarted once more
