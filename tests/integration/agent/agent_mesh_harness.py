@@ -18,8 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,24 @@ def have_tools() -> str | None:
     if not Path("/dev/net/tun").exists():
         return "needs /dev/net/tun"
     return None
+
+
+@contextlib.contextmanager
+def mesh_lifecycle(prefix: str) -> Iterator[Mesh]:
+    """A Mesh in a fresh temp dir for a module fixture: skips without the tools, prints every log when
+    set-up fails, and always stops every process and removes the dir."""
+    import pytest
+
+    reason = have_tools()
+    if reason is not None:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    m = Mesh(root)
+    try:
+        yield m
+    except BaseException:
+        print(m.logs())
+        raise
+    finally:
+        m.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .agent_mesh_harness import Mesh, have_tools, wait_for
+from .agent_mesh_harness import Mesh, mesh_lifecycle, wait_for
 
 
 @pytest.hookimpl(wrapper=True)
@@ -33,12 +30,7 @@ def _mesh_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    reason = have_tools()
-    if reason is not None:
-        pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="meshctl-agent-it-"))
-    m = Mesh(root)
-    try:
+    with mesh_lifecycle("meshctl-agent-it-") as m:
         m.build(3)
         m.start_derp()
         m.start_control()
@@ -50,9 +42,3 @@ def mesh() -> Iterator[Mesh]:
             wait_for(f"{a.name} sees every peer", lambda a=a: {p["name"] for p in a.status()["peers"]}
                      == names - {a.name}, timeout=30)
         yield m
-    except BaseException:
-        print(m.logs())
-        raise
-    finally:
-        m.close()
-        shutil.rmtree(root, ignore_errors=True)

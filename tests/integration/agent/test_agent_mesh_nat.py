@@ -9,27 +9,19 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .agent_mesh_harness import Mesh, have_tools, wait_for
+from .agent_mesh_harness import Mesh, mesh_lifecycle, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    reason = have_tools()
-    if reason is not None:
-        pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="meshctl-agent-nat-"))
-    m = Mesh(root)
-    try:
+    with mesh_lifecycle("meshctl-agent-nat-") as m:
         m.build(1)
         m.add_natted("n2", 2, "easy")
         m.add_natted("n3", 3, "hard")
@@ -39,12 +31,6 @@ def mesh() -> Iterator[Mesh]:
         for a in m.agents.values():
             m.start_agent(a, key)
         yield m
-    except BaseException:
-        print(m.logs())
-        raise
-    finally:
-        m.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_node_behind_easy_nat_reports_its_stun_endpoint_and_goes_direct(mesh: Mesh) -> None:

@@ -7,26 +7,18 @@ n1 — and they still talk.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .agent_mesh_harness import Mesh, have_tools, wait_for
+from .agent_mesh_harness import Mesh, mesh_lifecycle, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    reason = have_tools()
-    if reason is not None:
-        pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="meshctl-agent-regions-"))
-    m = Mesh(root)
-    try:
+    with mesh_lifecycle("meshctl-agent-regions-") as m:
         m.build(2)
         m.start_derp(900)
         m.start_derp(901)
@@ -42,12 +34,6 @@ def mesh() -> Iterator[Mesh]:
         for a in m.agents.values():
             m.start_agent(a, key)
         yield m
-    except BaseException:
-        print(m.logs())
-        raise
-    finally:
-        m.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_relayed_pair_with_different_home_regions_talks_through_each_others_home(mesh: Mesh) -> None:
