@@ -56,7 +56,37 @@ def _check_raw(raw: bytes, kind: str) -> bytes:
     return raw
 
 
-class PublicKey:
+class _Key:
+    """What every key class shares: immutability, no pickling, identity copies, and the raw/base64 constructors."""
+
+    KIND: ClassVar[str] = "key"
+    __slots__ = ()
+
+    def __init__(self, raw: bytes) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> Self:
+        return cls(raw)
+
+    @classmethod
+    def from_wireguard_base64(cls, text: str) -> Self:
+        return cls(from_wireguard_base64(text))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} cannot be pickled; use to_text()")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self
+
+
+class PublicKey(_Key):
     """A Curve25519 public key of one kind. Subclasses set PREFIX and KIND."""
 
     PREFIX: ClassVar[str] = ""
@@ -68,17 +98,9 @@ class PublicKey:
         object.__setattr__(self, "_raw", _check_raw(raw, self.KIND))
 
     @classmethod
-    def from_raw(cls, raw: bytes) -> Self:
-        return cls(raw)
-
-    @classmethod
     def from_text(cls, text: str) -> Self:
         """Parse the prefixed hex form (e.g. `nodekey:<64 hex>`); a wrong prefix is a KeyTypeMismatchError."""
         return cls(_parse_hex(text, cls.PREFIX, cls.KIND))
-
-    @classmethod
-    def from_wireguard_base64(cls, text: str) -> Self:
-        return cls(from_wireguard_base64(text))
 
     @property
     def raw(self) -> bytes:
@@ -114,20 +136,8 @@ class PublicKey:
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._raw))
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def __reduce__(self) -> Any:
-        raise TypeError(f"{type(self).__name__} cannot be pickled; use to_text()")
-
-    def __copy__(self) -> Self:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
-        return self
-
-
-class PrivateKey:
+class PrivateKey(_Key):
     """A Curve25519 private key of one kind. Subclasses set PREFIX, KIND and PUBLIC."""
 
     PREFIX: ClassVar[str] = ""
@@ -148,16 +158,8 @@ class PrivateKey:
         return cls(bytes(nacl.public.PrivateKey.generate()))
 
     @classmethod
-    def from_raw(cls, raw: bytes) -> Self:
-        return cls(raw)
-
-    @classmethod
     def from_text(cls, text: str) -> Self:
         return cls(_parse_hex(text, cls.PREFIX, cls.KIND))
-
-    @classmethod
-    def from_wireguard_base64(cls, text: str) -> Self:
-        return cls(from_wireguard_base64(text))
 
     def public_key(self) -> PublicKey:
         """The matching public key (of the kind's public class). Subclasses narrow the return type."""
@@ -194,18 +196,6 @@ class PrivateKey:
         return hmac.compare_digest(self._raw, other._raw)
 
     __hash__ = None  # type: ignore[assignment]
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __reduce__(self) -> Any:
-        raise TypeError(f"{type(self).__name__} cannot be pickled")
-
-    def __copy__(self) -> Self:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
-        return self
 
 
 class Box:
